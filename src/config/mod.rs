@@ -1,0 +1,491 @@
+//! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
+//! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
+
+mod raw;
+pub mod units;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use raw::{RawConfig, RawRoute, RawService};
+use units::{parse_duration, parse_size};
+
+/// Which io driver shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub upstream: UpstreamDefaults,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    /// Resolved shard count (never 0).
+    pub workers: usize,
+    pub pin_cores: bool,
+    pub driver: DriverChoice,
+    pub uring_entries: u32,
+    pub read_buffer: usize,
+    pub backlog: i32,
+    pub pooled_buffers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request line plus header section; larger is 431.
+    pub max_head: usize,
+    /// Request-target length; longer is 414.
+    pub max_target: usize,
+    /// Header field count; more is 431.
+    pub max_headers: usize,
+    /// Default request body limit for routes that set none; larger is 413.
+    pub max_body: u64,
+    /// Client connections across all shards; at the limit, accepting pauses.
+    pub max_connections: usize,
+    /// Chunked trailer section size.
+    pub max_trailer: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// From the first byte of a request (or from accept) to its complete head.
+    pub header: Duration,
+    /// A keep-alive connection with no request in progress.
+    pub idle: Duration,
+    /// Longest wait for any one read or write of a body, either side.
+    pub body: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamDefaults {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Matches the path and everything below it at a segment boundary.
+    Prefix(String),
+    /// Matches only this path (written `=/path` in the config).
+    Exact(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host name, no port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any name ending with it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub paths: Vec<PathMatch>,
+    pub hosts: Vec<HostMatch>,
+    /// Upper-case method names; empty means any method.
+    pub methods: Vec<String>,
+    /// Index into `Config::services`.
+    pub service: usize,
+    pub strip_prefix: bool,
+    pub max_body: u64,
+    /// `Allow: ...` line sent with 405 answers.
+    pub allow_header: String,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `routes[2].service`; empty for the file as a whole.
+    pub path: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}\n    fix: {}", self.problem, self.fix)
+        } else {
+            write!(f, "{}: {}\n    fix: {}", self.path, self.problem, self.fix)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const KNOWN_METHODS: &[&str] =
+    &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                problem: format!("cannot read {}: {e}", path.display()),
+                fix: "pass an existing file with --config".into(),
+            }])
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text, reporting every problem found.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let de = toml::Deserializer::new(text);
+        let mut unknown = Vec::new();
+        let raw: RawConfig = match serde_ignored::deserialize(de, |p| unknown.push(p.to_string())) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    path: String::new(),
+                    problem: format!("invalid TOML or wrong value type: {}", e.to_string().trim()),
+                    fix: "see config/gateway.toml for the expected shape of each key".into(),
+                }]))
+            }
+        };
+        for key in unknown {
+            errors.push(ConfigError {
+                path: key.clone(),
+                problem: "unknown key".into(),
+                fix: "remove it or correct its spelling; config/gateway.toml lists every key".into(),
+            });
+        }
+        let cfg = validate(raw, &mut errors);
+        if errors.is_empty() {
+            if let Some(cfg) = cfg {
+                return Ok(cfg);
+            }
+        }
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Collects problems into `errors` while reading one field.
+struct Checker<'e> {
+    errors: &'e mut Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, path: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+        self.errors.push(ConfigError { path: path.into(), problem: problem.into(), fix: fix.into() });
+    }
+
+    fn size(&mut self, path: &str, v: &Option<String>, default: u64, min: u64, max: u64) -> u64 {
+        let Some(s) = v else { return default };
+        match parse_size(s) {
+            Ok(n) if n < min || n > max => {
+                self.err(path, format!("{s} is out of range"), format!("use a size between {min} and {max} bytes"));
+                default
+            }
+            Ok(n) => n,
+            Err(e) => {
+                self.err(path, e, "write sizes like \"16KiB\"");
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        match parse_duration(s) {
+            Ok(d) if d.is_zero() => {
+                self.err(path, "must be longer than zero", "use a positive duration such as \"30s\"");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.err(path, e, "write durations like \"30s\" or \"1500ms\"");
+                default
+            }
+        }
+    }
+
+    fn int(&mut self, path: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if n < min || n > max => {
+                self.err(path, format!("{n} is out of range"), format!("use a number from {min} to {max}"));
+                default
+            }
+            Some(n) => n,
+        }
+    }
+}
+
+fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
+    let mut c = Checker { errors };
+    let s = &raw.server;
+
+    let mut listen = Vec::new();
+    match &s.listen {
+        None => listen.push(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        Some(list) if list.is_empty() => c.err(
+            "server.listen",
+            "no listen address",
+            "give at least one, e.g. listen = [\"0.0.0.0:8080\"]",
+        ),
+        Some(list) => {
+            for (i, a) in list.iter().enumerate() {
+                match a.parse::<SocketAddr>() {
+                    Ok(addr) if listen.contains(&addr) => {
+                        c.err(format!("server.listen[{i}]"), format!("{a} is listed twice"), "remove the duplicate")
+                    }
+                    Ok(addr) => listen.push(addr),
+                    Err(_) => c.err(
+                        format!("server.listen[{i}]"),
+                        format!("`{a}` is not an IP:port address"),
+                        "write it like \"0.0.0.0:8080\" or \"[::]:8080\"",
+                    ),
+                }
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = match c.int("server.workers", s.workers, 0, 0, 1024) {
+        0 => cores,
+        n => n as usize,
+    };
+    let driver = match s.driver.as_deref() {
+        None | Some("auto") => DriverChoice::Auto,
+        Some("io_uring") => DriverChoice::IoUring,
+        Some("epoll") => DriverChoice::Epoll,
+        Some(other) => {
+            c.err("server.driver", format!("unknown driver `{other}`"), "use \"auto\", \"io_uring\" or \"epoll\"");
+            DriverChoice::Auto
+        }
+    };
+    let uring_entries = c.int("server.uring_entries", s.uring_entries, 1024, 64, 32768) as u32;
+    let read_buffer = c.size("server.read_buffer", &s.read_buffer, 16 << 10, 1 << 10, 16 << 20) as usize;
+    let backlog = c.int("server.backlog", s.backlog, 1024, 1, 65535) as i32;
+    let pooled_buffers = c.int("server.pooled_buffers", s.pooled_buffers, 256, 0, 1 << 20) as usize;
+
+    let l = &raw.limits;
+    let max_head = c.size("limits.max_head", &l.max_head, 16 << 10, 256, 1 << 20) as usize;
+    let max_target = c.size("limits.max_target", &l.max_target, 8 << 10, 16, 1 << 20) as usize;
+    let max_headers = c.int("limits.max_headers", l.max_headers, 100, 1, MAX_HEADERS_CAP as i64) as usize;
+    let max_body = c.size("limits.max_body", &l.max_body, 1 << 30, 0, u64::MAX);
+    let max_connections = c.int("limits.max_connections", l.max_connections, 100_000, 1, 10_000_000) as usize;
+    let max_trailer = c.size("limits.max_trailer", &l.max_trailer, 8 << 10, 0, 1 << 20) as usize;
+    if max_target > max_head {
+        c.err("limits.max_target", "is larger than limits.max_head", "keep max_target at or below max_head");
+    }
+
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        header: c.duration("timeouts.header", &t.header, Duration::from_secs(10)),
+        idle: c.duration("timeouts.idle", &t.idle, Duration::from_secs(60)),
+        body: c.duration("timeouts.body", &t.body, Duration::from_secs(30)),
+        drain: c.duration("timeouts.drain", &t.drain, Duration::from_secs(30)),
+    };
+
+    let u = &raw.upstream;
+    let upstream = UpstreamDefaults {
+        connect_timeout: c.duration("upstream.connect_timeout", &u.connect_timeout, Duration::from_secs(3)),
+        response_timeout: c.duration("upstream.response_timeout", &u.response_timeout, Duration::from_secs(60)),
+        idle_timeout: c.duration("upstream.idle_timeout", &u.idle_timeout, Duration::from_secs(30)),
+        max_idle_per_endpoint: c.int("upstream.max_idle_per_endpoint", u.max_idle_per_endpoint, 128, 0, 100_000)
+            as usize,
+    };
+
+    let services: Vec<Service> =
+        raw.services.iter().enumerate().filter_map(|(i, rs)| service(&mut c, i, rs, &upstream)).collect();
+    for (i, s) in services.iter().enumerate() {
+        if services[..i].iter().any(|o| o.name == s.name) {
+            c.err(format!("services[{i}].name"), format!("service `{}` is defined twice", s.name), "give each service a unique name");
+        }
+    }
+    let routes: Vec<Route> =
+        raw.routes.iter().enumerate().filter_map(|(i, rr)| route(&mut c, i, rr, &services, max_body)).collect();
+    if raw.routes.is_empty() {
+        c.err("routes", "no routes", "add at least one [[routes]] table naming a service");
+    }
+    for (i, r) in routes.iter().enumerate() {
+        if routes[..i].iter().any(|o| o.name == r.name) {
+            c.err(format!("routes[{i}].name"), format!("route `{}` is defined twice", r.name), "give each route a unique name");
+        }
+    }
+    for conflict in crate::router::Router::conflicts(&routes) {
+        c.err(conflict.path, conflict.problem, conflict.fix);
+    }
+
+    Some(Config {
+        server: Server { listen, workers, pin_cores: s.pin_cores.unwrap_or(true), driver, uring_entries, read_buffer, backlog, pooled_buffers },
+        limits: Limits { max_head, max_target, max_headers, max_body, max_connections, max_trailer },
+        timeouts,
+        upstream,
+        services,
+        routes,
+    })
+}
+
+/// Upper bound for `limits.max_headers`: the parser's header array lives on the stack.
+pub const MAX_HEADERS_CAP: usize = 256;
+
+fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> Option<Service> {
+    let p = format!("services[{i}]");
+    let name = match &rs.name {
+        Some(n) if !n.is_empty() => n.clone(),
+        _ => {
+            c.err(format!("{p}.name"), "missing name", "add name = \"users\" (routes refer to services by name)");
+            return None;
+        }
+    };
+    let mut upstreams = Vec::new();
+    match &rs.upstreams {
+        None => c.err(format!("{p}.upstreams"), "missing", "list at least one host:port, e.g. upstreams = [\"127.0.0.1:3001\"]"),
+        Some(list) if list.is_empty() => {
+            c.err(format!("{p}.upstreams"), "empty", "list at least one host:port, e.g. upstreams = [\"127.0.0.1:3001\"]")
+        }
+        Some(list) => {
+            for (j, a) in list.iter().enumerate() {
+                match a.to_socket_addrs().map(|mut it| it.next()) {
+                    Ok(Some(addr)) => upstreams.push(addr),
+                    _ => c.err(
+                        format!("{p}.upstreams[{j}]"),
+                        format!("`{a}` is not a reachable host:port"),
+                        "write it like \"127.0.0.1:3001\" or \"users.internal:80\"",
+                    ),
+                }
+            }
+        }
+    }
+    Some(Service {
+        name,
+        upstreams,
+        connect_timeout: c.duration(&format!("{p}.connect_timeout"), &rs.connect_timeout, d.connect_timeout),
+        response_timeout: c.duration(&format!("{p}.response_timeout"), &rs.response_timeout, d.response_timeout),
+    })
+}
+
+fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default_body: u64) -> Option<Route> {
+    let p = format!("routes[{i}]");
+    let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
+    let service = match &rr.service {
+        None => {
+            c.err(format!("{p}.service"), "missing", "name the service this route sends to, e.g. service = \"users\"");
+            None
+        }
+        Some(s) => {
+            let found = services.iter().position(|x| &x.name == s);
+            if found.is_none() {
+                let known: Vec<&str> = services.iter().map(|x| x.name.as_str()).collect();
+                c.err(format!("{p}.service"), format!("no service named `{s}`"), format!("use one of: {}", known.join(", ")));
+            }
+            found
+        }
+    };
+    let mut paths = Vec::new();
+    match &rr.paths {
+        None => c.err(format!("{p}.paths"), "missing", "add paths = [\"/api/users\"] (prefix) or [\"=/health\"] (exact)"),
+        Some(list) if list.is_empty() => c.err(format!("{p}.paths"), "empty", "add at least one path"),
+        Some(list) => {
+            for (j, raw) in list.iter().enumerate() {
+                let (exact, path) = match raw.strip_prefix('=') {
+                    Some(rest) => (true, rest),
+                    None => (false, raw.as_str()),
+                };
+                if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.contains("//") {
+                    c.err(
+                        format!("{p}.paths[{j}]"),
+                        format!("`{raw}` is not a path"),
+                        "start with '/', no query, no '//' (e.g. \"/api/users\" or \"=/health\")",
+                    );
+                    continue;
+                }
+                // A trailing slash on a prefix adds nothing: "/api/" and "/api" match the same requests.
+                let norm = if !exact && path.len() > 1 { path.trim_end_matches('/') } else { path };
+                paths.push(if exact { PathMatch::Exact(norm.to_string()) } else { PathMatch::Prefix(norm.to_string()) });
+            }
+        }
+    }
+    let mut hosts = Vec::new();
+    for (j, h) in rr.hosts.iter().flatten().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let (suffix, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.');
+        if !valid {
+            c.err(
+                format!("{p}.hosts[{j}]"),
+                format!("`{h}` is not a host name"),
+                "write a name like \"api.example.com\" or \"*.example.com\" (no port, no scheme)",
+            );
+            continue;
+        }
+        hosts.push(if suffix { HostMatch::Suffix(format!(".{name}")) } else { HostMatch::Exact(name.to_string()) });
+    }
+    let mut methods = Vec::new();
+    for (j, m) in rr.methods.iter().flatten().enumerate() {
+        let up = m.to_ascii_uppercase();
+        if !KNOWN_METHODS.contains(&up.as_str()) {
+            c.err(format!("{p}.methods[{j}]"), format!("unknown method `{m}`"), format!("use any of {}", KNOWN_METHODS.join(", ")));
+        } else if !methods.contains(&up) {
+            methods.push(up);
+        }
+    }
+    let max_body = c.size(&format!("{p}.max_body"), &rr.max_body, default_body, 0, u64::MAX);
+    let allow_header = if methods.is_empty() {
+        format!("Allow: {}", KNOWN_METHODS.join(", "))
+    } else {
+        format!("Allow: {}", methods.join(", "))
+    };
+    Some(Route {
+        name,
+        paths,
+        hosts,
+        methods,
+        service: service?,
+        strip_prefix: rr.strip_prefix.unwrap_or(false),
+        max_body,
+        allow_header,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The one error type of the request path: what happened, which side caused it, and the one
+//! place that maps it to a status code and a JSON error code.
+
+use crate::http::body::ChunkError;
+use crate::http::parse::HeadError;
+
+/// Who is responsible for a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{}", .0.message())]
+    BadHead(HeadError),
+    #[error("{}", .0.message())]
+    BadRequestBody(ChunkError),
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("request head not received in time")]
+    HeaderTimeout,
+    #[error("client closed the connection or stopped sending")]
+    ClientGone,
+    #[error("upstream refused the connection")]
+    ConnectFailed,
+    #[error("upstream did not accept the connection in time")]
+    ConnectTimeout,
+    #[error("upstream did not respond in time")]
+    UpstreamTimeout,
+    #[error("upstream closed the connection before responding")]
+    UpstreamClosed,
+    #[error("upstream sent an invalid response: {0}")]
+    BadResponse(&'static str),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ProxyError {
+    pub fn side(self) -> Side {
+        match self {
+            ProxyError::BadHead(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed
+            | ProxyError::HeaderTimeout
+            | ProxyError::ClientGone => Side::Client,
+            ProxyError::ConnectFailed
+            | ProxyError::ConnectTimeout
+            | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamClosed
+            | ProxyError::BadResponse(_) => Side::Upstream,
+            ProxyError::Internal => Side::Gateway,
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ProxyError::BadHead(h) => h.status(),
+            ProxyError::BadRequestBody(_) => 400,
+            ProxyError::BodyTooLarge => 413,
+            ProxyError::NoRoute => 404,
+            ProxyError::MethodNotAllowed => 405,
+            ProxyError::HeaderTimeout => 408,
+            ProxyError::ClientGone => 400,
+            ProxyError::ConnectFailed | ProxyError::UpstreamClosed | ProxyError::BadResponse(_) => 502,
+            ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout => 504,
+            ProxyError::Internal => 500,
+        }
+    }
+
+    /// Stable machine-readable code for the JSON body.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProxyError::BadHead(HeadError::HeadTooLarge) => "header_too_large",
+            ProxyError::BadHead(HeadError::TargetTooLong) => "target_too_long",
+            ProxyError::BadHead(HeadError::VersionNotSupported) => "version_not_supported",
+            ProxyError::BadHead(HeadError::UnsupportedCoding) => "unsupported_transfer_coding",
+            ProxyError::BadHead(HeadError::UnsupportedExpectation) => "expectation_failed",
+            ProxyError::BadHead(HeadError::NotImplemented) => "not_implemented",
+            ProxyError::BadHead(HeadError::Malformed(_)) => "bad_request",
+            ProxyError::BadRequestBody(_) => "bad_request_body",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::HeaderTimeout => "request_timeout",
+            ProxyError::ClientGone => "client_gone",
+            ProxyError::ConnectFailed => "upstream_connect_failed",
+            ProxyError::ConnectTimeout => "upstream_connect_timeout",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamClosed => "upstream_closed",
+            ProxyError::BadResponse(_) => "upstream_bad_response",
+            ProxyError::Internal => "internal_error",
+        }
+    }
+
+    /// Human text for the JSON body: general terms, never echoing request data.
+    pub fn message(self) -> &'static str {
+        match self {
+            ProxyError::BadHead(h) => h.message(),
+            ProxyError::BadRequestBody(c) => c.message(),
+            ProxyError::BodyTooLarge => "request body too large",
+            ProxyError::NoRoute => "no route matches this request",
+            ProxyError::MethodNotAllowed => "method not allowed on this route",
+            ProxyError::HeaderTimeout => "request head not received in time",
+            ProxyError::ClientGone => "client stopped sending",
+            ProxyError::ConnectFailed => "could not connect to the upstream service",
+            ProxyError::ConnectTimeout => "timed out connecting to the upstream service",
+            ProxyError::UpstreamTimeout => "the upstream service did not respond in time",
+            ProxyError::UpstreamClosed => "the upstream service closed the connection",
+            ProxyError::BadResponse(why) => why,
+            ProxyError::Internal => "internal error",
+        }
+    }
+}

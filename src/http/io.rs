@@ -1,0 +1,111 @@
+//! Owned-buffer I/O for io_uring: a read buffer with a pending window, and a per-shard pool of
+//! buffers so that an idle connection holds none (a read posted to io_uring pins its buffer for
+//! as long as the connection is idle, so connections wait for readability first and only then
+//! take a buffer).
+
+use std::cell::RefCell;
+use std::io;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+/// Bytes read from a connection; `data[start..]` is not yet consumed.
+#[derive(Default)]
+pub struct ReadBuf {
+    pub data: Vec<u8>,
+    pub start: usize,
+}
+
+impl ReadBuf {
+    pub fn new(data: Vec<u8>) -> Self {
+        ReadBuf { data, start: 0 }
+    }
+
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.data.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Moves pending bytes to the front so the whole capacity is free for reading.
+    pub fn compact(&mut self) {
+        if self.start > 0 {
+            self.data.copy_within(self.start.., 0);
+            self.data.truncate(self.data.len() - self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Whether a read could add bytes without compacting.
+    pub fn is_full(&self) -> bool {
+        self.data.len() == self.data.capacity()
+    }
+
+    /// Reads more bytes after the pending ones. `Ok(0)` is end of stream. With no room left
+    /// (pending bytes fill the buffer) returns `Ok(0)` too; callers check `is_full` first.
+    pub async fn fill<S: AsyncReadRent>(&mut self, s: &mut S) -> io::Result<usize> {
+        if self.is_full() {
+            self.compact();
+            if self.is_full() {
+                return Ok(0);
+            }
+        }
+        let buf = std::mem::take(&mut self.data);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = s.read(buf.slice_mut(len..cap)).await;
+        self.data = slice.into_inner();
+        res
+    }
+}
+
+/// Writes `buf[from..to]` completely and hands the buffer back.
+pub async fn write_range<S: AsyncWriteRentExt>(
+    s: &mut S,
+    buf: Vec<u8>,
+    from: usize,
+    to: usize,
+) -> (io::Result<()>, Vec<u8>) {
+    if from >= to {
+        return (Ok(()), buf);
+    }
+    let (res, slice) = s.write_all(buf.slice(from..to)).await;
+    (res.map(|_| ()), slice.into_inner())
+}
+
+/// Buffers of one size, reused within a shard. Never shared across threads.
+pub struct BufPool {
+    free: RefCell<Vec<Vec<u8>>>,
+    size: usize,
+    keep: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize, keep: usize) -> Self {
+        BufPool { free: RefCell::new(Vec::with_capacity(keep)), size, keep }
+    }
+
+    pub fn get(&self) -> Vec<u8> {
+        self.free.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    pub fn put(&self, mut buf: Vec<u8>) {
+        if buf.capacity() != self.size {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        if free.len() < self.keep {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The request path, top to bottom: read the head → route → forward head and body upstream
+//! (pool, one retry on a stale connection) → read the response head → forward head and body to
+//! the client → decide keep-alive. Every failure becomes a `ProxyError`, answered in one place.
+//! Never allocates per request in steady state: buffers come from the shard pool.
+
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use crate::config::MAX_HEADERS_CAP;
+use crate::error::ProxyError;
+use crate::http::body::{ChunkError, ChunkedDecoder};
+use crate::http::io::{write_range, ReadBuf};
+use crate::http::parse::{self, Framing, Version};
+use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
+use crate::router::{strip_segments, RouteMatch};
+use crate::runtime::shard::Shard;
+use crate::upstream::UpConn;
+
+/// One client connection's state between requests.
+pub struct Client {
+    pub stream: TcpStream,
+    /// Peer IP as text, for X-Forwarded-For.
+    pub ip: Inline<46>,
+    pub rbuf: ReadBuf,
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Everything decided from the request head; owned, so it survives the awaits that follow.
+struct Plan {
+    head_len: usize,
+    service: usize,
+    framing: Framing,
+    max_body: u64,
+    idempotent: bool,
+    head_request: bool,
+    version: Version,
+    keep_alive: bool,
+    expect_continue: bool,
+    request_id: RequestId,
+}
+
+/// A request that ends in an error response (or a silent close).
+struct Failure {
+    err: ProxyError,
+    request_id: Option<RequestId>,
+    /// Bytes were already sent to the client: the only honest move left is to close.
+    responded: bool,
+    /// The request's body was consumed (or it had none), so the connection may stay open.
+    can_keep_alive: bool,
+    head_request: bool,
+    /// Close without answering (the client is gone or sent nothing).
+    silent: bool,
+    /// For 405: the route whose methods go in `Allow`.
+    allow_route: Option<usize>,
+}
+
+impl Failure {
+    fn new(err: ProxyError, plan: Option<&Plan>) -> Self {
+        Failure {
+            err,
+            request_id: plan.map(|p| p.request_id),
+            responded: false,
+            can_keep_alive: false,
+            head_request: plan.is_some_and(|p| p.head_request),
+            silent: false,
+            allow_route: None,
+        }
+    }
+
+    fn silent() -> Self {
+        Failure { silent: true, ..Failure::new(ProxyError::ClientGone, None) }
+    }
+
+    fn after_response(err: ProxyError) -> Self {
+        Failure { responded: true, ..Failure::new(err, None) }
+    }
+}
+
+/// Serves one request whose first bytes are in `client.rbuf`. `deadline` bounds the head read.
+pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant) -> Next {
+    let mut out = shard.bufs.get();
+    let next = match request(shard, client, &mut out, deadline).await {
+        Ok(next) => next,
+        Err(f) => answer_failure(shard, client, &mut out, f).await,
+    };
+    shard.bufs.put(out);
+    next
+}
+
+async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline: Instant) -> Result<Next, Failure> {
+    // 1. Read the head and decide everything it allows: route, limits, the forwarded head.
+    let plan = loop {
+        match plan_request(shard, client, out) {
+            Planned::Ready(p) => break p,
+            Planned::Reject(f) => return Err(f),
+            Planned::NeedMore => match monoio::time::timeout_at(deadline.into(), client.rbuf.fill(&mut client.stream)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(Failure::silent()),
+                Err(_) => return Err(Failure::new(ProxyError::HeaderTimeout, None)),
+            },
+        }
+    };
+    client.rbuf.consume(plan.head_len);
+    let body_timeout = shard.cfg.timeouts.body;
+
+    // 2. `Expect: 100-continue`: the gateway answers it, then the client sends the body.
+    if plan.expect_continue && plan.version == Version::Http11 && plan.framing != Framing::None {
+        let (res, _) = client.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        if res.is_err() {
+            return Err(Failure::silent());
+        }
+    }
+
+    // 3. Whatever of the body already arrived goes out with the head, in one write.
+    let mut body = RequestBody::new(plan.framing, shard.cfg.limits.max_trailer);
+    body.take_prefix(&mut client.rbuf, out, plan.max_body).map_err(|e| Failure::new(e, Some(&plan)))?;
+    let replayable = body.is_done();
+
+    // 4. Upstream: pooled or new connection; a stale pooled one is retried once on a fresh one.
+    let mut connect_tries = shard.upstreams.endpoint_count(plan.service).min(3);
+    let mut stale_retry = replayable;
+    let (mut up, mut ubuf, resp) = loop {
+        let mut up = acquire(shard, plan.service, &mut connect_tries).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        if timed_write(&mut up.stream, out, 0, out.len(), body_timeout).await.is_err() {
+            if up.reused && stale_retry {
+                stale_retry = false;
+                continue;
+            }
+            return Err(Failure::new(ProxyError::UpstreamClosed, Some(&plan)));
+        }
+        if !body.is_done() {
+            body.relay(client, &mut up.stream, body_timeout, plan.max_body).await.map_err(|e| {
+                let mut f = Failure::new(e, Some(&plan));
+                f.silent = e == ProxyError::ClientGone;
+                f
+            })?;
+        }
+        let mut ubuf = ReadBuf::new(shard.bufs.get());
+        match read_response_head(shard, client, &plan, &mut up, &mut ubuf, out).await {
+            Ok(resp) => break (up, ubuf, resp),
+            Err(HeadFail { err, nothing_received }) => {
+                shard.bufs.put(std::mem::take(&mut ubuf.data));
+                // RFC 9110 §9.2.2: only idempotent requests may be repeated after being sent.
+                if nothing_received && up.reused && stale_retry && plan.idempotent {
+                    stale_retry = false;
+                    continue;
+                }
+                return Err(Failure::new(err, Some(&plan)));
+            }
+        }
+    };
+
+    // 5. Response head, plus whatever of the body fits, to the client in one write.
+    let mut rbody = ResponseBody::new(resp.client_framing, resp.upstream_framing, shard.cfg.limits.max_trailer);
+    let prefix_ok = rbody.take_prefix(&mut ubuf, out);
+    if timed_write(&mut client.stream, out, 0, out.len(), body_timeout).await.is_err() {
+        shard.bufs.put(ubuf.data);
+        return Err(Failure::silent());
+    }
+    if let Err(e) = prefix_ok {
+        shard.bufs.put(ubuf.data);
+        return Err(Failure::after_response(e));
+    }
+    let relayed = rbody.relay(&mut up.stream, &mut ubuf, &mut client.stream, body_timeout).await;
+    let leftover = ubuf.pending_len();
+    shard.bufs.put(std::mem::take(&mut ubuf.data));
+    match relayed {
+        Ok(()) => {
+            // RFC 9112 §9.3: reuse only after a complete, well-framed exchange with nothing extra.
+            if resp.upstream_keep_alive && leftover == 0 {
+                shard.upstreams.checkin(up);
+            }
+            Ok(if resp.client_keep_alive && !shard.drain.is_draining() { Next::KeepAlive } else { Next::Close })
+        }
+        Err(RelayError::Write) => Err(Failure::silent()),
+        // A truncated or broken upstream body: close so the client sees the truncation.
+        Err(_) => Err(Failure::after_response(ProxyError::UpstreamClosed)),
+    }
+}
+
+enum Planned {
+    NeedMore,
+    Ready(Plan),
+    Reject(Failure),
+}
+
+/// Parses the head in `client.rbuf` and, when complete, routes it and writes the forwarded head
+/// into `out`. Synchronous, so nothing borrowed from the buffer lives across an await.
+fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let buf = client.rbuf.pending();
+    let req = match parse::parse_request(buf, &mut headers, &shard.head_limits) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Planned::NeedMore,
+        Err(e) => return Planned::Reject(Failure::new(ProxyError::BadHead(e), None)),
+    };
+    let request_id = write::request_id(&req, &shard.ids);
+    let head_request = req.method == "HEAD";
+    let reject = |err: ProxyError, allow: Option<usize>| {
+        let mut f = Failure::new(err, None);
+        f.request_id = Some(request_id);
+        f.head_request = head_request;
+        f.allow_route = allow;
+        // The head is complete; with no body the connection can carry on after the error.
+        f.can_keep_alive = req.framing == Framing::None && req.keep_alive;
+        Planned::Reject(f)
+    };
+    let host = parse::host_without_port(req.host);
+    let (route_idx, segments) = match shard.router.lookup(host, req.path, req.method) {
+        RouteMatch::Found { route, segments } => (route, segments),
+        RouteMatch::NotFound => return reject(ProxyError::NoRoute, None),
+        RouteMatch::MethodNotAllowed { route } => return reject(ProxyError::MethodNotAllowed, Some(route)),
+    };
+    let route = &shard.cfg.routes[route_idx];
+    // RFC 9110 §15.5.14: refuse an oversized body before reading it when its length is declared.
+    if let Framing::Length(n) = req.framing {
+        if n > route.max_body {
+            return reject(ProxyError::BodyTooLarge, None);
+        }
+    }
+    let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
+    out.clear();
+    let info = ForwardInfo { client_ip: client.ip.as_bytes(), proto: b"http", request_id: request_id.as_bytes(), path };
+    write::request_head(out, buf, &req, &info, &shard.ids);
+    Planned::Ready(Plan {
+        head_len: req.head_len,
+        service: route.service,
+        framing: req.framing,
+        max_body: route.max_body,
+        idempotent: matches!(req.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        head_request,
+        version: req.version,
+        keep_alive: req.keep_alive,
+        expect_continue: req.expect_continue,
+        request_id,
+    })
+}
+
+/// A pooled connection to the next endpoint, or a new one; on connect failure, the next endpoint.
+async fn acquire(shard: &Shard, service: usize, tries: &mut usize) -> Result<UpConn, ProxyError> {
+    loop {
+        let ep = shard.upstreams.pick(service);
+        if let Some(c) = shard.upstreams.checkout(service, ep) {
+            return Ok(c);
+        }
+        match shard.upstreams.connect(service, ep).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                *tries = tries.saturating_sub(1);
+                if *tries == 0 {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// How the client side of the response was decided.
+struct ResponsePlan {
+    upstream_framing: Framing,
+    client_framing: ClientFraming,
+    upstream_keep_alive: bool,
+    client_keep_alive: bool,
+}
+
+struct HeadFail {
+    err: ProxyError,
+    /// No byte of a response arrived: the request may be retried when safe.
+    nothing_received: bool,
+}
+
+/// Reads the final response head (relaying 1xx to HTTP/1.1 clients) and writes the client head
+/// into `out`.
+async fn read_response_head(
+    shard: &Shard,
+    client: &mut Client,
+    plan: &Plan,
+    up: &mut UpConn,
+    ubuf: &mut ReadBuf,
+    out: &mut Vec<u8>,
+) -> Result<ResponsePlan, HeadFail> {
+    let deadline = Instant::now() + shard.upstreams.response_timeout(up.service);
+    let mut received = false;
+    loop {
+        match plan_response(shard, plan, ubuf, out) {
+            Ok(RespPlanned::Final(p)) => return Ok(p),
+            Ok(RespPlanned::Informational) => {
+                if !out.is_empty() && timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+                    return Err(HeadFail { err: ProxyError::ClientGone, nothing_received: false });
+                }
+                continue;
+            }
+            Ok(RespPlanned::NeedMore) => {}
+            Err(e) => return Err(HeadFail { err: e, nothing_received: false }),
+        }
+        match monoio::time::timeout_at(deadline.into(), ubuf.fill(&mut up.stream)).await {
+            Ok(Ok(n)) if n > 0 => received = true,
+            Ok(_) => return Err(HeadFail { err: ProxyError::UpstreamClosed, nothing_received: !received }),
+            Err(_) => return Err(HeadFail { err: ProxyError::UpstreamTimeout, nothing_received: false }),
+        }
+    }
+}
+
+enum RespPlanned {
+    NeedMore,
+    /// A 1xx head was consumed; `out` holds it for the client (or is empty if not relayed).
+    Informational,
+    Final(ResponsePlan),
+}
+
+fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let buf = ubuf.pending();
+    let res = match parse::parse_response(buf, &mut headers, plan.head_request, shard.head_limits.max_head) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(RespPlanned::NeedMore),
+        Err(bad) => return Err(ProxyError::BadResponse(bad.0)),
+    };
+    if res.code == 101 {
+        return Err(ProxyError::BadResponse("protocol upgrade was not requested"));
+    }
+    if res.code < 200 {
+        out.clear();
+        // 100 was already answered by the gateway; other 1xx (103 Early Hints) go to 1.1 clients.
+        if res.code != 100 && plan.version == Version::Http11 {
+            write::informational_head(out, buf, &res);
+        }
+        let n = res.head_len;
+        ubuf.consume(n);
+        return Ok(RespPlanned::Informational);
+    }
+    let client_framing = write::client_framing(&res, plan.version);
+    let client_keep_alive = plan.keep_alive
+        && !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk)
+        && !shard.drain.is_draining();
+    out.clear();
+    write::response_head(out, buf, &res, client_framing, plan.version, client_keep_alive, plan.request_id.as_bytes());
+    let p = ResponsePlan {
+        upstream_framing: res.framing,
+        client_framing,
+        upstream_keep_alive: res.keep_alive,
+        client_keep_alive,
+    };
+    let n = res.head_len;
+    ubuf.consume(n);
+    Ok(RespPlanned::Final(p))
+}
+
+/// Writes the error response for a failed request, if one can still be sent.
+async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f: Failure) -> Next {
+    if f.silent || f.responded {
+        return Next::Close;
+    }
+    let keep = f.can_keep_alive && !shard.drain.is_draining();
+    let rid = f.request_id.unwrap_or_else(|| shard.ids.request_id());
+    if out.capacity() == 0 {
+        *out = shard.bufs.get();
+    }
+    out.clear();
+    let allow = f.allow_route.map(|r| shard.cfg.routes[r].allow_header.as_bytes());
+    write::error_response(
+        out,
+        &ErrorResponse {
+            status: f.err.status(),
+            code: f.err.code(),
+            message: f.err.message(),
+            request_id: rid.as_bytes(),
+            close: !keep,
+            head_only: f.head_request,
+            extra: allow,
+        },
+    );
+    if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+        return Next::Close;
+    }
+    if keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Writes `data[from..to]` within `dur`. On timeout the buffer is lost with the cancelled write;
+/// `data` is left empty and the caller closes the connection.
+async fn timed_write(s: &mut TcpStream, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), ()> {
+    let buf = std::mem::take(data);
+    match monoio::time::timeout(dur, write_range(s, buf, from, to)).await {
+        Ok((res, buf)) => {
+            *data = buf;
+            res.map_err(|_| ())
+        }
+        Err(_) => Err(()),
+    }
+}
+
+async fn timed_fill(s: &mut TcpStream, rbuf: &mut ReadBuf, dur: Duration) -> Result<usize, RelayError> {
+    match monoio::time::timeout(dur, rbuf.fill(s)).await {
+        Ok(Ok(n)) => Ok(n),
+        _ => Err(RelayError::Read),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayError {
+    Read,
+    /// The source closed before the body was complete.
+    Truncated,
+    Write,
+    Chunk(ChunkError),
+}
+
+/// Streams the pending bytes of `sbuf` (up to `limit`) to `dst`, consuming them.
+async fn forward_pending(dst: &mut TcpStream, sbuf: &mut ReadBuf, n: usize, dur: Duration) -> Result<(), RelayError> {
+    let start = sbuf.start;
+    timed_write(dst, &mut sbuf.data, start, start + n, dur).await.map_err(|_| RelayError::Write)?;
+    sbuf.consume(n);
+    Ok(())
+}
+
+/// The request body still to forward after the head.
+enum RequestBody {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+impl RequestBody {
+    fn new(framing: Framing, max_trailer: usize) -> Self {
+        match framing {
+            Framing::Length(n) => RequestBody::Length(n),
+            Framing::Chunked => RequestBody::Chunked(ChunkedDecoder::new(max_trailer)),
+            Framing::None | Framing::UntilClose => RequestBody::Done,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, RequestBody::Done)
+    }
+
+    /// Moves the body bytes already read (as many as fit) from `rbuf` to the end of `out`.
+    fn take_prefix(&mut self, rbuf: &mut ReadBuf, out: &mut Vec<u8>, max_body: u64) -> Result<(), ProxyError> {
+        let room = out.capacity() - out.len();
+        let avail = &rbuf.pending()[..rbuf.pending_len().min(room)];
+        let n = match self {
+            RequestBody::Done => return Ok(()),
+            RequestBody::Length(remaining) => {
+                let n = (avail.len() as u64).min(*remaining) as usize;
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    *self = RequestBody::Done;
+                }
+                n
+            }
+            RequestBody::Chunked(dec) => {
+                let (n, done) = dec.scan(avail).map_err(ProxyError::BadRequestBody)?;
+                if dec.data_len() > max_body {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                if done {
+                    *self = RequestBody::Done;
+                }
+                n
+            }
+        };
+        out.extend_from_slice(&avail[..n]);
+        rbuf.consume(n);
+        Ok(())
+    }
+
+    /// Streams the rest of the body from the client to the upstream through the client buffer.
+    async fn relay(&mut self, client: &mut Client, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+        loop {
+            if client.rbuf.pending_len() == 0 {
+                match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(ProxyError::ClientGone),
+                }
+            }
+            let n = match self {
+                RequestBody::Done => return Ok(()),
+                RequestBody::Length(remaining) => {
+                    let n = (client.rbuf.pending_len() as u64).min(*remaining) as usize;
+                    *remaining -= n as u64;
+                    n
+                }
+                RequestBody::Chunked(dec) => {
+                    let (n, _) = dec.scan(client.rbuf.pending()).map_err(ProxyError::BadRequestBody)?;
+                    if dec.data_len() > max_body {
+                        return Err(ProxyError::BodyTooLarge);
+                    }
+                    n
+                }
+            };
+            forward_pending(up, &mut client.rbuf, n, dur).await.map_err(|_| ProxyError::UpstreamClosed)?;
+            let done = match self {
+                RequestBody::Length(r) => *r == 0,
+                RequestBody::Chunked(dec) => dec.is_done(),
+                RequestBody::Done => true,
+            };
+            if done {
+                *self = RequestBody::Done;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The response body still to forward after the head.
+struct ResponseBody {
+    client: ClientFraming,
+    remaining: u64,
+    decoder: Option<ChunkedDecoder>,
+    done: bool,
+}
+
+impl ResponseBody {
+    fn new(client: ClientFraming, upstream: Framing, max_trailer: usize) -> Self {
+        let remaining = if let Framing::Length(n) = upstream { n } else { 0 };
+        let decoder = matches!(upstream, Framing::Chunked).then(|| ChunkedDecoder::new(max_trailer));
+        let done = matches!(client, ClientFraming::None) || (matches!(client, ClientFraming::Length(_)) && remaining == 0);
+        ResponseBody { client, remaining, decoder, done }
+    }
+
+    /// Moves body bytes already read (as many as fit) behind the head in `out`.
+    fn take_prefix(&mut self, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<(), ProxyError> {
+        if self.done {
+            return Ok(());
+        }
+        let room = out.capacity() - out.len();
+        let avail = &ubuf.pending()[..ubuf.pending_len().min(room)];
+        let n = match (self.client, self.decoder.as_mut()) {
+            (ClientFraming::Length(_), _) => {
+                let n = (avail.len() as u64).min(self.remaining) as usize;
+                self.remaining -= n as u64;
+                self.done = self.remaining == 0;
+                n
+            }
+            (ClientFraming::Chunked, Some(dec)) => {
+                let (n, done) = dec.scan(avail).map_err(|e| ProxyError::BadResponse(e.message()))?;
+                self.done = done;
+                n
+            }
+            // De-chunking and close-delimited bodies go through `relay`.
+            _ => 0,
+        };
+        out.extend_from_slice(&avail[..n]);
+        ubuf.consume(n);
+        Ok(())
+    }
+
+    async fn relay(&mut self, up: &mut TcpStream, ubuf: &mut ReadBuf, client: &mut TcpStream, dur: Duration) -> Result<(), RelayError> {
+        while !self.done {
+            if ubuf.pending_len() == 0 {
+                let n = timed_fill(up, ubuf, dur).await?;
+                if n == 0 {
+                    if self.client == ClientFraming::UntilClose {
+                        return Ok(());
+                    }
+                    return Err(RelayError::Truncated);
+                }
+            }
+            match (self.client, self.decoder.as_mut()) {
+                (ClientFraming::Length(_), _) => {
+                    let n = (ubuf.pending_len() as u64).min(self.remaining) as usize;
+                    self.remaining -= n as u64;
+                    self.done = self.remaining == 0;
+                    forward_pending(client, ubuf, n, dur).await?;
+                }
+                (ClientFraming::Chunked, Some(dec)) => {
+                    let (n, done) = dec.scan(ubuf.pending()).map_err(RelayError::Chunk)?;
+                    self.done = done;
+                    forward_pending(client, ubuf, n, dur).await?;
+                }
+                (ClientFraming::Dechunk, Some(dec)) => {
+                    let start = ubuf.start;
+                    let (data, consumed, done) = dec.decode_in_place(&mut ubuf.data[start..]).map_err(RelayError::Chunk)?;
+                    self.done = done;
+                    timed_write(client, &mut ubuf.data, start, start + data, dur).await.map_err(|_| RelayError::Write)?;
+                    ubuf.consume(consumed);
+                }
+                (ClientFraming::UntilClose, _) => {
+                    let n = ubuf.pending_len();
+                    forward_pending(client, ubuf, n, dur).await?;
+                }
+                _ => self.done = true,
+            }
+        }
+        Ok(())
+    }
+}

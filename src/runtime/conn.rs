@@ -1,0 +1,53 @@
+//! A client connection's life: wait for bytes without holding a buffer, serve requests in order
+//! (pipelined ones straight from the buffer), close on error, timeout or drain.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use super::shard::Shard;
+use crate::http::io::ReadBuf;
+use crate::http::write::Inline;
+use crate::proxy::{self, Client, Next};
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut ip = [0u8; 46];
+    let ip_len = {
+        use std::io::Write;
+        let mut w = &mut ip[..];
+        let _ = write!(w, "{}", peer.ip());
+        46 - w.len()
+    };
+    let mut client = Client { stream, ip: Inline::new(&ip[..ip_len]), rbuf: ReadBuf::default() };
+    let timeouts = &shard.cfg.timeouts;
+    let mut first = true;
+    loop {
+        if client.rbuf.pending_len() == 0 {
+            // Idle: hold no buffer while waiting (an io_uring read would pin one).
+            shard.bufs.put(std::mem::take(&mut client.rbuf.data));
+            client.rbuf.start = 0;
+            let wait = if first { timeouts.header } else { timeouts.idle };
+            let ready = monoio::select! {
+                r = monoio::time::timeout(wait, client.stream.readable(false)) => matches!(r, Ok(Ok(()))),
+                _ = shard.drain.wait() => false,
+            };
+            if !ready {
+                break;
+            }
+            client.rbuf = ReadBuf::new(shard.bufs.get());
+            match client.rbuf.fill(&mut client.stream).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        first = false;
+        let deadline = Instant::now() + timeouts.header;
+        if proxy::serve_request(&shard, &mut client, deadline).await == Next::Close {
+            break;
+        }
+    }
+    shard.bufs.put(std::mem::take(&mut client.rbuf.data));
+}
