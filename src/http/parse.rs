@@ -290,10 +290,13 @@ fn check_partial_request(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadErro
 fn version_error(buf: &[u8]) -> HeadError {
     // "HTTP/2.0" and friends are well-formed but not ours: 505. Anything else is garbage: 400.
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = trim(&buf[..line_end]);
+    let line = trim(buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]));
     if line.len() >= 8 {
         let v = &line[line.len() - 8..];
-        if v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() {
+        let well_formed = v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit();
+        // Only a request line of exactly three parts with another major version is a 505; a
+        // stray space elsewhere also surfaces as a version error and is a 400.
+        if well_formed && v[5] != b'1' && line.iter().filter(|&&b| b == b' ').count() == 2 {
             return HeadError::VersionNotSupported;
         }
     }

@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# Load test: ringgate against nginx (and optionally the upstream alone), all on
+# 127.0.0.1, proxying to the built-in stub upstream (`ringgate stub`).
+#
+# For every target it measures
+#   - closed loop (wrk): max throughput and latency at a fixed connection count,
+#   - open loop (oha):   latency at a fixed request rate, with coordinated
+#                        omission correction,
+#   - CPU time per request and resident memory of the target process(es),
+#   - optionally (--idle-conns N) memory per idle keep-alive connection,
+# then prints one table plus ringgate/nginx ratios and writes the same data to
+# loadtest/results/last.json. See loadtest/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BIN="$ROOT/target/release/ringgate"
+
+DURATION=10      # seconds per measured run
+CONNECTIONS=64   # concurrent connections (wrk and oha)
+RATE=""          # open-loop req/s; empty = 70% of the closed-loop rps of nginx (else ringgate)
+BODY_SIZE=256    # stub response body size in bytes
+SCENARIO=plain   # loadtest/scenarios/$SCENARIO.sh
+IDLE_CONNS=0     # 0 = skip the idle-connection memory test
+WITH_NGINX=1
+WITH_DIRECT=0
+BUILD=1
+WARMUP=2         # seconds of unmeasured load before the measured runs
+READY_TIMEOUT=10 # seconds a server may take to start answering
+
+scenario_names() {
+    local f
+    for f in "$HERE"/scenarios/*.sh; do f=${f##*/}; printf '%s ' "${f%.sh}"; done
+}
+
+usage() {
+    cat <<EOF
+Usage: loadtest/run.sh [options]
+
+  --duration S        seconds per measured run (default $DURATION)
+  --connections C     concurrent connections for wrk and oha (default $CONNECTIONS)
+  --rate R            open-loop request rate for oha in req/s
+                      (default: 70% of the rps wrk measured for nginx,
+                      or for ringgate with --no-nginx)
+  --body-size B       stub response body size in bytes (default $BODY_SIZE)
+  --scenario NAME     one of: $(scenario_names)
+  --idle-conns N      also measure memory per idle keep-alive connection with
+                      N connections (e.g. 10000)
+  --direct            also load the stub upstream directly, as a baseline
+  --no-nginx          do not run the nginx comparison
+  --no-build          do not run cargo build --release first
+  -h, --help          this help
+EOF
+}
+
+log() { printf '[loadtest] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need_uint() { [[ $2 =~ ^[0-9]+$ ]] || die "$1 needs a non-negative integer, got '$2'"; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration)    need_uint "$1" "${2-}"; DURATION=$2; shift 2 ;;
+        --connections) need_uint "$1" "${2-}"; CONNECTIONS=$2; shift 2 ;;
+        --rate)        need_uint "$1" "${2-}"; RATE=$2; shift 2 ;;
+        --body-size)   need_uint "$1" "${2-}"; BODY_SIZE=$2; shift 2 ;;
+        --idle-conns)  need_uint "$1" "${2-}"; IDLE_CONNS=$2; shift 2 ;;
+        --scenario)    SCENARIO=${2-}; shift 2 ;;
+        --direct)      WITH_DIRECT=1; shift ;;
+        --no-nginx)    WITH_NGINX=0; shift ;;
+        --no-build)    BUILD=0; shift ;;
+        -h|--help)     usage; exit 0 ;;
+        *)             usage >&2; die "unknown option '$1'" ;;
+    esac
+done
+((DURATION > 0 && CONNECTIONS > 0)) || die "--duration and --connections must be > 0"
+[[ -z $RATE ]] || ((RATE > 0)) || die "--rate must be > 0"
+[[ -f "$HERE/scenarios/$SCENARIO.sh" ]] || die "no scenario '$SCENARIO' in $HERE/scenarios"
+# shellcheck source=scenarios/plain.sh
+source "$HERE/scenarios/$SCENARIO.sh"
+
+# Request headers from the scenario, as arguments for wrk and oha (same syntax).
+HEADER_ARGS=()
+for h in "${SCENARIO_HEADERS[@]}"; do HEADER_ARGS+=(-H "$h"); done
+
+# ---------------------------------------------------------------- tools ----
+
+ensure_tools() {
+    local apt_pkgs=()
+    command -v wrk >/dev/null || apt_pkgs+=(wrk)
+    if ((WITH_NGINX)) && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+        apt_pkgs+=(nginx-light)
+    fi
+    if ((${#apt_pkgs[@]})); then
+        if ((EUID == 0)); then
+            log "installing ${apt_pkgs[*]}"
+            apt-get update && apt-get install -y "${apt_pkgs[@]}"
+        else
+            log "missing ${apt_pkgs[*]}; install with: sudo apt-get install -y ${apt_pkgs[*]}"
+        fi
+    fi
+    command -v wrk >/dev/null || die "wrk is required"
+    if ((WITH_NGINX)); then
+        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+        [[ -x $NGINX ]] || { log "nginx not available, skipping the nginx comparison"; WITH_NGINX=0; }
+    fi
+
+    if ! command -v oha >/dev/null; then
+        PATH="$PATH:$HOME/.cargo/bin"  # where a non-root cargo install puts it
+    fi
+    if ! command -v oha >/dev/null; then
+        log "installing oha (cargo install oha --locked), this takes a while"
+        cargo install oha --locked
+    fi
+    command -v oha >/dev/null || die "oha is required"
+    # oha >= 1.5 has --output-format json; older releases only -j/--json.
+    # (Help texts are captured, not piped to grep -q, which with pipefail
+    # could fail on the writer's broken pipe.)
+    local help
+    help=$(oha --help)
+    if [[ $help == *--output-format* ]]; then
+        OHA_JSON=(--output-format json)
+    else
+        OHA_JSON=(--json)
+    fi
+}
+
+# ------------------------------------------------------------ processes ----
+
+WORK=""
+PIDS=()  # every background process started here; killed (by PID) on exit
+
+cleanup() {
+    local rc=$? pid i
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n $WORK ]]; then
+        if ((rc == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_bg NAME CMD... : run CMD in the background with output in $WORK/NAME.log;
+# its PID is left in STARTED_PID.
+start_bg() {
+    local name=$1; shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+}
+
+# forget_pid PID : drop an exited process from PIDS.
+forget_pid() {
+    local p rest=()
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || rest+=("$p"); done
+    PIDS=("${rest[@]}")
+}
+
+# stop_bg PID : stop one process started by start_bg and forget it.
+stop_bg() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+# free_ports N : print N distinct free TCP ports on 127.0.0.1.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+}
+
+# render TEMPLATE KEY=VALUE... : print TEMPLATE with every @KEY@ replaced.
+render() {
+    python3 - "$@" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+for kv in sys.argv[2:]:
+    key, value = kv.split("=", 1)
+    text = text.replace("@" + key + "@", value)
+left = re.findall(r"@[A-Z_]+@", text)
+if left:
+    sys.exit(f"{sys.argv[1]}: unreplaced {sorted(set(left))}")
+sys.stdout.write(text)
+EOF
+}
+
+# wait_http NAME PID PORT : wait until PORT answers HTTP, or fail.
+wait_http() {
+    local name=$1 pid=$2 port=$3 i
+    for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited during startup"; }
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
+        sleep 0.1
+    done
+    tail -n 20 "$WORK/$name.log" >&2
+    die "$name did not answer on 127.0.0.1:$port within ${READY_TIMEOUT}s"
+}
+
+# pids_of TARGET : the processes whose CPU and memory count for TARGET.
+pids_of() {
+    case "$1" in
+        ringgate) echo "$GATEWAY_PID" ;;
+        direct)   echo "$STUB_PID" ;;
+        # master + workers (children of the master, read when asked)
+        nginx)    echo "$NGINX_PID $(cat /proc/"$NGINX_PID"/task/*/children 2>/dev/null)" ;;
+    esac
+}
+
+# cpu_ticks PID... : utime + stime (fields 14 and 15 of /proc/PID/stat,
+# in clock ticks, all threads included) summed over the PIDs.
+cpu_ticks() {
+    local pid stat fields total=0
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat")
+        read -ra fields <<<"${stat##*) }"  # skip "pid (comm) "; fields[0] is field 3
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+# rss_kib PID... : VmRSS summed over the PIDs, in KiB.
+rss_kib() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
+    done
+    echo "$total"
+}
+
+# cpus_of PID... : the distinct CPU affinity lists of all threads of the PIDs.
+cpus_of() {
+    local pid
+    for pid in "$@"; do
+        awk '/^Cpus_allowed_list:/ {print $2}' /proc/"$pid"/task/*/status
+    done | sort -u | paste -sd' '
+}
+
+# ------------------------------------------------------------------ setup ----
+
+ensure_tools
+
+if ((BUILD)); then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release)
+fi
+[[ -x $BIN ]] || die "$BIN not found (build it, or drop --no-build)"
+
+if ((IDLE_CONNS)); then
+    # Aim for room for both ends of every idle connection plus upstream
+    # sockets. The limit is per process though: the client and the server each
+    # hold one end, so N + 1024 is enough where the hard limit cannot be raised
+    # (e.g. in containers without CAP_SYS_RESOURCE).
+    nofile=$((2 * IDLE_CONNS + 1024))
+    if (($(ulimit -n) < nofile)) && ! ulimit -n "$nofile" 2>/dev/null; then
+        hard=$(ulimit -Hn)
+        [[ $hard == unlimited ]] || ((hard >= IDLE_CONNS + 1024)) ||
+            die "open files hard limit is $hard, need $((IDLE_CONNS + 1024)); run as root or lower --idle-conns"
+        ulimit -n "$hard"
+        log "open files limit raised to the hard limit $hard only (wanted $nofile)"
+    fi
+fi
+
+# With 2+ CPUs the proxy under test gets CPU 0 to itself; the load generators
+# and the stub upstream share the others, so the two compete as little as
+# possible. ringgate (pin_cores = true) pins its worker inside the affinity
+# mask it is started with; nginx pins its worker with worker_cpu_affinity.
+NCPU=$(nproc)
+if ((NCPU >= 2)); then
+    GATEWAY_PIN=(taskset -c 0)
+    LOADGEN_PIN=(taskset -c "1-$((NCPU - 1))")
+    NGINX_AFFINITY="worker_cpu_affinity 1;"
+else
+    GATEWAY_PIN=()
+    LOADGEN_PIN=()
+    NGINX_AFFINITY=""
+fi
+
+# loadgen SECONDS OUT ERR CMD... : run a load generator pinned off the
+# gateway CPU with stdout/stderr to OUT/ERR, killed if it overruns SECONDS by
+# more than 30 s. It runs in the background and is waited for, so that an
+# interrupt stops it (via cleanup) right away.
+loadgen() {
+    local secs=$1 out=$2 err=$3 pid rc=0; shift 3
+    timeout --kill-after=5 $((secs + 30)) "${LOADGEN_PIN[@]}" "$@" >"$out" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    return "$rc"
+}
+
+WORK=$(mktemp -d /tmp/ringgate-loadtest.XXXXXX)
+chmod 755 "$WORK"  # nginx workers may run as an unprivileged user
+RUNS="$WORK/runs"
+mkdir "$RUNS"
+read -r GATEWAY_PORT NGINX_PORT STUB_PORT < <(free_ports 3)
+
+# The stub upstream; --workers only if this build's stub has the option.
+stub_args=(stub --listen "127.0.0.1:$STUB_PORT" --body-size "$BODY_SIZE")
+stub_help=$("$BIN" stub --help 2>&1 || true)
+if [[ $stub_help == *--workers* ]]; then stub_args+=(--workers 1); fi
+start_bg stub "${LOADGEN_PIN[@]}" "$BIN" "${stub_args[@]}"
+STUB_PID=$STARTED_PID
+wait_http stub "$STUB_PID" "$STUB_PORT"
+log "stub upstream on 127.0.0.1:$STUB_PORT (pid $STUB_PID, CPUs $(cpus_of "$STUB_PID"))"
+
+render "$HERE/gateway.toml.tmpl" \
+    PORT="$GATEWAY_PORT" UPSTREAM_PORT="$STUB_PORT" ROUTES="$(scenario_gateway_routes)" \
+    >"$WORK/gateway.toml"
+start_bg ringgate "${GATEWAY_PIN[@]}" "$BIN" serve --config "$WORK/gateway.toml"
+GATEWAY_PID=$STARTED_PID
+wait_http ringgate "$GATEWAY_PID" "$GATEWAY_PORT"
+log "ringgate on 127.0.0.1:$GATEWAY_PORT (pid $GATEWAY_PID, CPUs $(cpus_of "$GATEWAY_PID"))"
+
+declare -A PORT_OF=([ringgate]=$GATEWAY_PORT [direct]=$STUB_PORT)
+TARGETS=(ringgate)
+
+if ((WITH_NGINX)); then
+    prefix="$WORK/nginx"
+    mkdir "$prefix"
+    # nginx closes idle keep-alive connections once fewer than 1/16 of its
+    # worker_connections are free, so leave ample headroom for --idle-conns.
+    if ((IDLE_CONNS)); then worker_conns=$((IDLE_CONNS * 9 / 8 + 1024)); else worker_conns=4096; fi
+    # As root nginx switches its worker to `user`; name a group that exists.
+    user_directive=""
+    if ((EUID == 0)); then user_directive="user nobody $(id -gn nobody);"; fi
+    render "$HERE/nginx.conf.tmpl" \
+        PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_PORT="$STUB_PORT" \
+        USER_DIRECTIVE="$user_directive" CPU_AFFINITY="$NGINX_AFFINITY" \
+        WORKER_CONNECTIONS="$worker_conns" RLIMIT_NOFILE="$(ulimit -n)" \
+        LOCATIONS="$(scenario_nginx_locations)" \
+        >"$prefix/nginx.conf"
+    "$NGINX" -t -q -e "$prefix/error.log" -p "$prefix" -c "$prefix/nginx.conf" ||
+        die "nginx rejected $prefix/nginx.conf"
+    start_bg nginx "$NGINX" -e "$prefix/error.log" -p "$prefix" -c "$prefix/nginx.conf"
+    NGINX_PID=$STARTED_PID
+    wait_http nginx "$NGINX_PID" "$NGINX_PORT"
+    # Also remember the workers, so they are killed even if the master dies first.
+    read -ra nginx_workers <<<"$(cat /proc/"$NGINX_PID"/task/*/children)"
+    PIDS+=("${nginx_workers[@]}")
+    log "nginx on 127.0.0.1:$NGINX_PORT (master $NGINX_PID, workers ${nginx_workers[*]}, CPUs $(cpus_of "${nginx_workers[@]}"))"
+    PORT_OF[nginx]=$NGINX_PORT
+    TARGETS+=(nginx)
+fi
+if ((WITH_DIRECT)); then TARGETS+=(direct); fi
+
+# ----------------------------------------------------------- measurements ----
+
+# measure TARGET MODE CMD... : run CMD (a load generator) against TARGET with
+# output in $RUNS/TARGET.MODE.out, and record the CPU ticks the target used
+# and its RSS afterwards in $RUNS/TARGET.MODE.env.
+measure() {
+    local target=$1 mode=$2; shift 2
+    local -a pids
+    read -ra pids <<<"$(pids_of "$target")"
+    local before after
+    before=$(cpu_ticks "${pids[@]}")
+    loadgen "$DURATION" "$RUNS/$target.$mode.out" "$RUNS/$target.$mode.err" "$@" ||
+        log "warning: $mode against $target failed (exit $?), see $RUNS/$target.$mode.err"
+    after=$(cpu_ticks "${pids[@]}")
+    printf 'cpu_ticks=%s\nrss_kib=%s\n' $((after - before)) "$(rss_kib "${pids[@]}")" \
+        >"$RUNS/$target.$mode.env"
+}
+
+url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}$SCENARIO_PATH"; }
+
+# Closed loop: as fast as CONNECTIONS connections allow.
+for target in "${TARGETS[@]}"; do
+    log "$target: warm-up ${WARMUP}s, then wrk ${DURATION}s with $CONNECTIONS connections"
+    loadgen "$WARMUP" /dev/null /dev/null \
+        wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${HEADER_ARGS[@]}" "$(url_of "$target")"
+    measure "$target" wrk wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+        -s "$HERE/wrk_report.lua" "${HEADER_ARGS[@]}" "$(url_of "$target")"
+done
+
+if [[ -z $RATE ]]; then
+    if ((WITH_NGINX)); then base=nginx; else base=ringgate; fi
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$RUNS/$base.wrk.out")
+    [[ -n $rps ]] || die "no wrk result for $base to derive the open-loop rate from; pass --rate"
+    RATE=$(awk -v r="$rps" 'BEGIN {printf "%d", r * 0.7}')
+    ((RATE > 0)) || die "derived open-loop rate is 0; pass --rate"
+fi
+
+# Open loop: a fixed request rate, latency measured from the intended send time.
+for target in "${TARGETS[@]}"; do
+    log "$target: oha ${DURATION}s at $RATE req/s with $CONNECTIONS connections"
+    measure "$target" oha oha -z "${DURATION}s" -c "$CONNECTIONS" -q "$RATE" --latency-correction \
+        --no-tui "${OHA_JSON[@]}" "${HEADER_ARGS[@]}" "$(url_of "$target")"
+done
+
+# Idle keep-alive connections: RSS before, with N idle connections open, per connection.
+if ((IDLE_CONNS)); then
+    header_flags=()
+    for h in "${SCENARIO_HEADERS[@]}"; do header_flags+=(--header "$h"); done
+    for target in "${TARGETS[@]}"; do
+        log "$target: $IDLE_CONNS idle keep-alive connections"
+        read -ra pids <<<"$(pids_of "$target")"
+        before=$(rss_kib "${pids[@]}")
+        ready="$RUNS/$target.idle.json"
+        start_bg "idle-$target" "${LOADGEN_PIN[@]}" python3 "$HERE/idle_conns.py" \
+            --port "${PORT_OF[$target]}" --count "$IDLE_CONNS" --path "$SCENARIO_PATH" \
+            "${header_flags[@]}" --ready-file "$ready" --timeout 60 --hold 120
+        idle_pid=$STARTED_PID
+        for ((i = 0; i < 700; i++)); do  # idle_conns.py gives up after 60 s
+            [[ -f $ready ]] && break
+            kill -0 "$idle_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        [[ -f $ready ]] || { cat "$WORK/idle-$target.log" >&2; die "idle_conns.py failed against $target"; }
+        sleep 1  # let the server settle
+        after=$(rss_kib "${pids[@]}")
+        stop_bg "$idle_pid"
+        printf 'rss_before_kib=%s\nrss_after_kib=%s\n' "$before" "$after" >"$RUNS/$target.idle.env"
+    done
+fi
+
+# ----------------------------------------------------------------- report ----
+
+{
+    echo "scenario=$SCENARIO"
+    echo "targets=${TARGETS[*]}"
+    echo "duration_s=$DURATION"
+    echo "connections=$CONNECTIONS"
+    echo "rate=$RATE"
+    echo "body_size=$BODY_SIZE"
+    echo "idle_conns=$IDLE_CONNS"
+    echo "clk_tck=$(getconf CLK_TCK)"
+    echo "cpus=$NCPU"
+    echo "wrk_version=$( (wrk -v 2>&1 || true) | head -n 1)"
+    echo "oha_version=$(oha --version)"
+    if ((WITH_NGINX)); then echo "nginx_version=$("$NGINX" -v 2>&1)"; fi
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} >"$RUNS/params.env"
+
+mkdir -p "$HERE/results"
+python3 "$HERE/report.py" "$RUNS" "$HERE/results/last.json"
