@@ -109,19 +109,19 @@ impl Ids {
 
     fn next_random(&self) -> u64 {
         // splitmix64: fast, well-distributed, enough for ids (not for secrets).
-        let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.rng.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix64(z)
     }
 
+    /// 32 hex digits: the shard's random seed, then the request counter through a bijective
+    /// mix, so ids are unique per shard without revealing how many requests were served.
     pub fn request_id(&self) -> RequestId {
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
         let mut b = [0u8; 32];
         hex_into(&mut b[..16], self.seed);
-        hex_into(&mut b[16..], n);
+        hex_into(&mut b[16..], mix64(n ^ self.seed.rotate_left(17)));
         RequestId::new(&b)
     }
 
@@ -133,6 +133,13 @@ impl Ids {
         hex_into(&mut b[36..52], self.next_random() | 1);
         Inline::new(&b)
     }
+}
+
+/// The splitmix64 finaliser: a bijection on u64 that scatters nearby inputs.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn hex_into(out: &mut [u8], mut v: u64) {

@@ -84,6 +84,7 @@ impl Gateway {
                 let shard = Rc::new(Shard::new(id, cfg, global));
                 let result = match driver {
                     Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .uring_builder(uring_builder())
                         .with_entries(entries)
                         .enable_timer()
                         .build()
@@ -131,6 +132,22 @@ impl Stopper {
     pub fn stop(&self) {
         self.0.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// io_uring setup flags. Each shard thread is the only submitter of its ring, and completions
+/// are run when the shard asks for them instead of by interrupting it.
+fn uring_builder() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    match std::env::var("RINGGATE_URING").as_deref() {
+        Ok("plain") => {}
+        Ok("coop") => {
+            b.setup_coop_taskrun().setup_single_issuer();
+        }
+        _ => {
+            b.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+        }
+    }
+    b
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {

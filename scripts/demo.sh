@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The ringgate demo: builds the gateway, starts stand-in `users` (two instances), `orders` and
+# `products` services and the gateway on config/gateway.toml, and shows requests being routed.
+#   scripts/demo.sh          run the showcase, then stop everything
+#   scripts/demo.sh --keep   leave the gateway and services running until Ctrl-C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+keep=false
+[[ "${1:-}" == "--keep" ]] && keep=true
+
+for tool in cargo curl; do
+  command -v "$tool" >/dev/null || { echo "demo: '$tool' is required" >&2; exit 1; }
+done
+
+echo "== building (release)"
+cargo build --release --quiet
+bin=target/release/ringgate
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 8080 3001 3011 3002 3003; do
+  port_free "$port" || { echo "demo: port $port is in use (config/gateway.toml and the demo need it)" >&2; exit 1; }
+done
+
+"$bin" check --config config/gateway.toml >/dev/null
+
+start_stub() { # port name
+  "$bin" stub --listen "127.0.0.1:$1" --name "$2" --body-size 160 >/dev/null &
+  pids+=($!)
+}
+start_stub 3001 users-a
+start_stub 3011 users-b
+start_stub 3002 orders
+start_stub 3003 products
+
+"$bin" serve --config config/gateway.toml &
+pids+=($!)
+
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:8080/healthz" && break
+  sleep 0.1
+done
+
+show() { # description, curl args...
+  local what=$1; shift
+  echo
+  echo "== $what"
+  echo "\$ curl $*"
+  curl -s -i "$@" | tr -d '\r' | sed -e 's/"pad":"x*"/"pad":"…"/'
+  echo
+}
+
+show "users, round robin over two instances (1/2)" http://127.0.0.1:8080/api/users/7
+show "users, round robin over two instances (2/2)" http://127.0.0.1:8080/api/users/8
+show "orders: POST with a JSON body" -X POST -H 'Content-Type: application/json' -d '{"item":42}' http://127.0.0.1:8080/api/orders
+show "products: host-matched, prefix stripped (/api/products/9 arrives as /9)" -H 'Host: shop.example.com' http://127.0.0.1:8080/api/products/9
+show "exact route" http://127.0.0.1:8080/healthz
+show "no route: 404 with a JSON error" http://127.0.0.1:8080/api/unknown
+show "method not on the route: 405 with Allow" -X PATCH http://127.0.0.1:8080/api/users/7
+show "body over the route limit (orders: 1MiB): 413 before reading it" -X POST -H 'Content-Length: 2000000' --data-binary @/dev/null http://127.0.0.1:8080/api/orders
+echo
+echo "== a malformed request (Content-Length and Transfer-Encoding): 400, connection closed"
+printf 'POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' \
+  | timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080; cat >&3; cat <&3' | tr -d '\r'
+echo
+
+if $keep; then
+  echo
+  echo "gateway on http://127.0.0.1:8080 — Ctrl-C to stop"
+  wait
+else
+  echo
+  echo "demo done; run 'scripts/demo.sh --keep' to leave it running"
+fi
