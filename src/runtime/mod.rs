@@ -83,12 +83,16 @@ impl Gateway {
                 let entries = cfg.server.uring_entries;
                 let shard = Rc::new(Shard::new(id, cfg, global));
                 let result = match driver {
-                    Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .uring_builder(uring_builder())
-                        .with_entries(entries)
-                        .enable_timer()
-                        .build()
-                        .map(|mut rt| rt.block_on(run_shard(shard, ls))),
+                    Driver::IoUring => {
+                        let build = |tuned| {
+                            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                                .uring_builder(uring_builder(tuned))
+                                .with_entries(entries)
+                                .enable_timer()
+                                .build()
+                        };
+                        build(true).or_else(|_| build(false)).map(|mut rt| rt.block_on(run_shard(shard, ls)))
+                    }
                     Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
@@ -134,18 +138,14 @@ impl Stopper {
     }
 }
 
-/// io_uring setup flags. Each shard thread is the only submitter of its ring, and completions
-/// are run when the shard asks for them instead of by interrupting it.
-fn uring_builder() -> io_uring::Builder {
+/// io_uring setup flags: each shard thread is the only submitter of its ring
+/// (SINGLE_ISSUER), and completion work runs when the shard asks for events instead of
+/// interrupting it (COOP_TASKRUN, DEFER_TASKRUN; Linux 6.1+). Older kernels refuse these flags,
+/// and the shard then builds a plain ring.
+fn uring_builder(tuned: bool) -> io_uring::Builder {
     let mut b = io_uring::IoUring::builder();
-    match std::env::var("RINGGATE_URING").as_deref() {
-        Ok("plain") => {}
-        Ok("coop") => {
-            b.setup_coop_taskrun().setup_single_issuer();
-        }
-        _ => {
-            b.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
-        }
+    if tuned {
+        b.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
     }
     b
 }
