@@ -32,7 +32,7 @@ fn connection_limit_pauses_accepting_until_a_slot_frees() {
     c.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     c.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut probe = [0u8; 1];
-    let early = std::io::Read::read(&mut c.stream, &mut probe);
+    let early = read_some(&mut c.stream, &mut probe);
     assert!(early.is_err(), "served beyond the connection limit");
     assert_eq!(gw.gateway().open_connections(), 2);
     drop(a);

@@ -327,7 +327,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            if c.stream.read(&mut b).unwrap_or(0) == 0 {
+            if read_some(&mut c.stream, &mut b).unwrap_or(0) == 0 {
                 return;
             }
             head.push(b[0]);
@@ -336,7 +336,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
         let mut got = 0usize;
         let mut ok = true;
         while got < TOTAL {
-            let n = c.stream.read(&mut buf).unwrap_or(0);
+            let n = read_some(&mut c.stream, &mut buf).unwrap_or(0);
             if n == 0 {
                 return;
             }
@@ -379,7 +379,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(c.stream.read(&mut b).unwrap(), 1, "response head");
+        assert_eq!(read_some(&mut c.stream, &mut b).unwrap(), 1, "response head");
         head.push(b[0]);
     }
     writer.join().unwrap();
@@ -388,7 +388,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
     let mut buf = vec![0u8; 1 << 16];
     let mut got = 0;
     while got < TOTAL {
-        let n = c.stream.read(&mut buf).unwrap();
+        let n = read_some(&mut c.stream, &mut buf).unwrap();
         assert!(n > 0, "download truncated at {got}");
         assert!(buf[..n].iter().enumerate().all(|(i, &x)| x == pattern(got + i)), "download corrupt near {got}");
         got += n;

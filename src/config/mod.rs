@@ -172,27 +172,20 @@ impl Config {
 
     /// Parses and validates config text, reporting every problem found.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                problem: format!("invalid TOML: {}", e.to_string().trim()),
+                fix: "see config/gateway.toml for the expected shape of each key".into(),
+            }])
+        })?;
         let mut errors = Vec::new();
-        let de = toml::Deserializer::new(text);
-        let mut unknown = Vec::new();
-        let raw: RawConfig = match serde_ignored::deserialize(de, |p| unknown.push(p.to_string())) {
-            Ok(raw) => raw,
-            Err(e) => {
-                return Err(ConfigErrors(vec![ConfigError {
-                    path: String::new(),
-                    problem: format!("invalid TOML or wrong value type: {}", e.to_string().trim()),
-                    fix: "see config/gateway.toml for the expected shape of each key".into(),
-                }]))
-            }
-        };
-        for key in unknown {
-            errors.push(ConfigError {
-                path: key.clone(),
-                problem: "unknown key".into(),
-                fix: "remove it or correct its spelling; config/gateway.toml lists every key".into(),
-            });
-        }
-        let cfg = validate(raw, &mut errors);
+        let raw = raw::read(doc, &mut errors);
+        let mut checks = Vec::new();
+        let cfg = validate(raw, &mut checks);
+        // A value of the wrong type was left out as if unset; don't also call it missing.
+        checks.retain(|e| !errors.iter().any(|shape| is_under(&e.path, &shape.path)));
+        errors.append(&mut checks);
         if errors.is_empty() {
             if let Some(cfg) = cfg {
                 return Ok(cfg);
@@ -200,6 +193,11 @@ impl Config {
         }
         Err(ConfigErrors(errors))
     }
+}
+
+/// `path` is `key` itself or a key below it (`routes[1]` covers `routes[1].service`).
+fn is_under(path: &str, key: &str) -> bool {
+    path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Collects problems into `errors` while reading one field.
@@ -331,13 +329,16 @@ fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
 
     let services: Vec<Service> =
         raw.services.iter().enumerate().filter_map(|(i, rs)| service(&mut c, i, rs, &upstream)).collect();
-    for (i, s) in services.iter().enumerate() {
-        if services[..i].iter().any(|o| o.name == s.name) {
-            c.err(format!("services[{i}].name"), format!("service `{}` is defined twice", s.name), "give each service a unique name");
+    // Checked over the raw list: a service without a name is left out of `services`, which
+    // would shift the indices reported here.
+    for (i, s) in raw.services.iter().enumerate() {
+        let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) else { continue };
+        if raw.services[..i].iter().any(|o| o.name.as_deref() == Some(name)) {
+            c.err(format!("services[{i}].name"), format!("service `{name}` is defined twice"), "give each service a unique name");
         }
     }
     let routes: Vec<Route> =
-        raw.routes.iter().enumerate().filter_map(|(i, rr)| route(&mut c, i, rr, &services, max_body)).collect();
+        raw.routes.iter().enumerate().map(|(i, rr)| route(&mut c, i, rr, &services, max_body)).collect();
     if raw.routes.is_empty() {
         c.err("routes", "no routes", "add at least one [[routes]] table naming a service");
     }
@@ -399,7 +400,10 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     })
 }
 
-fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default_body: u64) -> Option<Route> {
+/// Always returns a route, even one with problems, so that later checks (names, conflicts) see
+/// every route at its own index. A route whose service is unknown gets service 0; the error
+/// already recorded means such a config is never returned.
+fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default_body: u64) -> Route {
     let p = format!("routes[{i}]");
     let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
     let service = match &rr.service {
@@ -411,7 +415,12 @@ fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default
             let found = services.iter().position(|x| &x.name == s);
             if found.is_none() {
                 let known: Vec<&str> = services.iter().map(|x| x.name.as_str()).collect();
-                c.err(format!("{p}.service"), format!("no service named `{s}`"), format!("use one of: {}", known.join(", ")));
+                let fix = if known.is_empty() {
+                    format!("add a [[services]] table with name = \"{s}\"")
+                } else {
+                    format!("use one of: {}", known.join(", "))
+                };
+                c.err(format!("{p}.service"), format!("no service named `{s}`"), fix);
             }
             found
         }
@@ -434,8 +443,9 @@ fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default
                     );
                     continue;
                 }
-                // A trailing slash on a prefix adds nothing: "/api/" and "/api" match the same requests.
-                let norm = if !exact && path.len() > 1 { path.trim_end_matches('/') } else { path };
+                // The router matches whole segments, so a trailing slash adds nothing: "/api/" and
+                // "/api" (or "=/x/" and "=/x") match the same requests and must conflict as such.
+                let norm = if path.len() > 1 { path.trim_end_matches('/') } else { path };
                 paths.push(if exact { PathMatch::Exact(norm.to_string()) } else { PathMatch::Prefix(norm.to_string()) });
             }
         }
@@ -475,16 +485,16 @@ fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default
     } else {
         format!("Allow: {}", methods.join(", "))
     };
-    Some(Route {
+    Route {
         name,
         paths,
         hosts,
         methods,
-        service: service?,
+        service: service.unwrap_or(0),
         strip_prefix: rr.strip_prefix.unwrap_or(false),
         max_body,
         allow_header,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,94 @@
-//! Raw TOML shapes, exactly as written by users. Unknown keys are collected by
-//! `serde_ignored` in `load` so that every one of them is reported, not just the first.
+//! Raw TOML shapes, exactly as written by users. `read` fills them one table at a time so that
+//! every unknown key and every value of the wrong type is reported with its key path, not just
+//! the first one serde meets.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use toml::{Table, Value};
 
-#[derive(Debug, Default, Deserialize)]
+use super::ConfigError;
+
+#[derive(Debug, Default)]
 pub struct RawConfig {
-    #[serde(default)]
     pub server: RawServer,
-    #[serde(default)]
     pub limits: RawLimits,
-    #[serde(default)]
     pub timeouts: RawTimeouts,
-    #[serde(default)]
     pub upstream: RawUpstream,
-    #[serde(default)]
     pub services: Vec<RawService>,
-    #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+/// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
+/// out (as if unset), so validation still runs over everything else.
+pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
+    let mut raw = RawConfig::default();
+    for (key, value) in doc {
+        match key.as_str() {
+            "server" => raw.server = table(&key, value, errors),
+            "limits" => raw.limits = table(&key, value, errors),
+            "timeouts" => raw.timeouts = table(&key, value, errors),
+            "upstream" => raw.upstream = table(&key, value, errors),
+            "services" => raw.services = tables(&key, value, errors),
+            "routes" => raw.routes = tables(&key, value, errors),
+            _ => errors.push(unknown_key(key)),
+        }
+    }
+    raw
+}
+
+fn unknown_key(path: String) -> ConfigError {
+    ConfigError {
+        path,
+        problem: "unknown key".into(),
+        fix: "remove it or correct its spelling; config/gateway.toml lists every key".into(),
+    }
+}
+
+fn wrong_type(path: String, problem: String) -> ConfigError {
+    ConfigError { path, problem, fix: "write it as config/gateway.toml shows".into() }
+}
+
+/// One `[name]` table. Its keys are flat, so a `serde_ignored` path is just the key.
+fn table<T: DeserializeOwned + Default>(path: &str, value: Value, errors: &mut Vec<ConfigError>) -> T {
+    let Value::Table(t) = value else {
+        errors.push(wrong_type(path.into(), format!("must be a table, found {}", value.type_str())));
+        return T::default();
+    };
+    let mut unknown = Vec::new();
+    let v = match serde_ignored::deserialize(Value::Table(t.clone()), |p| unknown.push(p.to_string())) {
+        Ok(v) => v,
+        Err(_) => {
+            // Some value has the wrong type: try the keys one at a time to name each bad one,
+            // then read the others without them.
+            unknown.clear();
+            let mut good = Table::new();
+            for (key, v) in t {
+                let one: Table = [(key.clone(), v.clone())].into_iter().collect();
+                match T::deserialize(Value::Table(one)) {
+                    Ok(_) => {
+                        good.insert(key, v);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let first = msg.lines().next().unwrap_or_default().to_string();
+                        errors.push(wrong_type(format!("{path}.{key}"), first));
+                    }
+                }
+            }
+            serde_ignored::deserialize(Value::Table(good), |p| unknown.push(p.to_string())).unwrap_or_default()
+        }
+    };
+    errors.extend(unknown.into_iter().map(|k| unknown_key(format!("{path}.{k}"))));
+    v
+}
+
+/// A `[[name]]` array of tables; a bad element still takes its place so indices stay true.
+fn tables<T: DeserializeOwned + Default>(path: &str, value: Value, errors: &mut Vec<ConfigError>) -> Vec<T> {
+    let Value::Array(items) = value else {
+        errors.push(wrong_type(path.into(), format!("must be a list of [[{path}]] tables, found {}", value.type_str())));
+        return Vec::new();
+    };
+    items.into_iter().enumerate().map(|(i, v)| table(&format!("{path}[{i}]"), v, errors)).collect()
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,436 @@
+//! `Config::parse` over whole TOML documents: the shipped file, and configs with known problems
+//! whose every error must come back at once, each at its key path.
+
+use std::time::Duration;
+
+use super::*;
+
+/// Two services and nothing else; cases append `[[routes]]` and other tables.
+const SERVICES: &str = r#"
+[[services]]
+name = "users"
+upstreams = ["127.0.0.1:3001"]
+
+[[services]]
+name = "orders"
+upstreams = ["127.0.0.1:3002"]
+"#;
+
+const ONE_ROUTE: &str = r#"
+[[routes]]
+name = "users"
+paths = ["/api/users"]
+service = "users"
+"#;
+
+fn with_services(rest: &str) -> String {
+    format!("{SERVICES}{rest}")
+}
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    match Config::parse(text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+/// The key paths of every error, sorted, so cases can list them in any order.
+fn paths_of(text: &str) -> Vec<String> {
+    let mut p: Vec<String> = errors_of(text).into_iter().map(|e| e.path).collect();
+    p.sort();
+    p
+}
+
+fn parse_ok(text: &str) -> Config {
+    Config::parse(text).unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}\n{text}"))
+}
+
+/// Each case is a config and exactly the key paths it must be refused at (empty: accepted).
+fn check_paths(cases: &[(&str, String, &[&str])]) {
+    for (name, text, want) in cases {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let got = paths_of(text);
+        assert_eq!(got, want, "case `{name}`:\n{}", Config::parse(text).err().map(|e| e.to_string()).unwrap_or_default());
+    }
+}
+
+#[test]
+fn shipped_config_parses() {
+    let cfg = parse_ok(include_str!("../../config/gateway.toml"));
+    assert_eq!(cfg.server.listen, vec![SocketAddr::from(([127, 0, 0, 1], 8080))]);
+    assert_eq!(cfg.server.driver, DriverChoice::Auto);
+    assert_eq!(cfg.server.read_buffer, 16 << 10);
+    assert_eq!(cfg.limits.max_body, 1 << 30);
+    assert_eq!(cfg.timeouts.header, Duration::from_secs(10));
+    let names: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["users", "orders", "products"]);
+    assert_eq!(cfg.services[0].upstreams.len(), 2);
+    assert_eq!(cfg.services[1].response_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.services[2].response_timeout, Duration::from_secs(60), "service inherits [upstream]");
+
+    let route = |name: &str| cfg.routes.iter().find(|r| r.name == name).unwrap();
+    assert_eq!(route("users").methods, ["GET", "POST", "PUT", "DELETE"]);
+    assert_eq!(route("users").allow_header, "Allow: GET, POST, PUT, DELETE");
+    assert_eq!(route("orders").max_body, 1 << 20);
+    assert_eq!(route("orders").service, 1);
+    let products = route("products");
+    assert!(products.strip_prefix);
+    assert_eq!(products.hosts, [HostMatch::Exact("localhost".into()), HostMatch::Suffix(".example.com".into())]);
+    assert_eq!(route("health").paths, [PathMatch::Exact("/healthz".into())]);
+    assert_eq!(route("health").service, 2);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = with_services(&format!(
+        r#"
+[server]
+workers = -1
+
+[limits]
+max_head = "lots"
+{ONE_ROUTE}
+[[routes]]
+name = "orders"
+paths = ["/api/orders"]
+service = "nope"
+"#
+    ));
+    check_paths(&[("three problems", text, &["limits.max_head", "routes[1].service", "server.workers"])]);
+}
+
+#[test]
+fn unknown_keys_are_reported_at_every_level() {
+    let text = r#"
+color = "blue"
+
+[server]
+lisen = ["127.0.0.1:8080"]
+
+[limitz]
+max_head = "16KiB"
+
+[[services]]
+name = "users"
+upstreams = ["127.0.0.1:3001"]
+upstream = "typo"
+
+[[routes]]
+name = "users"
+pathz = ["/api"]
+paths = ["/api/users"]
+service = "users"
+"#
+    .to_string();
+    check_paths(&[(
+        "unknown keys",
+        text,
+        &["color", "limitz", "routes[0].pathz", "server.lisen", "services[0].upstream"],
+    )]);
+    let errs = errors_of("[server]\nlisen = []\n");
+    let e = errs.iter().find(|e| e.path == "server.lisen").unwrap();
+    assert_eq!(e.problem, "unknown key");
+}
+
+#[test]
+fn wrong_types_are_reported_with_their_key_paths() {
+    let cases: &[(&str, String, &[&str])] = &[
+        ("string for integer", with_services(&format!("[server]\nworkers = \"four\"\n{ONE_ROUTE}")), &["server.workers"]),
+        ("string for bool", with_services(&format!("[server]\npin_cores = \"yes\"\n{ONE_ROUTE}")), &["server.pin_cores"]),
+        ("integer for size", with_services(&format!("[limits]\nmax_head = 16384\n{ONE_ROUTE}")), &["limits.max_head"]),
+        ("string for list", with_services(&format!("[server]\nlisten = \"127.0.0.1:80\"\n{ONE_ROUTE}")), &["server.listen"]),
+        // Bare keys must come before the first table header to be top-level keys.
+        ("section not a table", format!("timeouts = 5\n{SERVICES}{ONE_ROUTE}"), &["timeouts"]),
+        ("routes not an array", format!("routes = \"users\"\n{SERVICES}"), &["routes"]),
+        ("routes not tables", format!("routes = [\"users\", 1]\n{SERVICES}"), &["routes[0]", "routes[1]"]),
+        // The bad value is left out, but is not reported a second time as missing.
+        (
+            "route fields",
+            with_services("[[routes]]\npaths = \"/api\"\nservice = 7\nmethods = [1]\n"),
+            &["routes[0].methods", "routes[0].paths", "routes[0].service"],
+        ),
+        (
+            "two sections, several keys",
+            with_services(&format!(
+                "[server]\nworkers = 1.5\nbacklog = true\n[timeouts]\nidle = 60\n{ONE_ROUTE}\n[[routes]]\nname = 5\npaths = [\"/b\"]\nservice = \"orders\"\n"
+            )),
+            &["routes[1].name", "server.backlog", "server.workers", "timeouts.idle"],
+        ),
+    ];
+    check_paths(cases);
+
+    let errs = errors_of(&with_services(&format!("[server]\nworkers = \"four\"\n{ONE_ROUTE}")));
+    assert!(errs[0].problem.contains("invalid type"), "{:?}", errs[0]);
+}
+
+#[test]
+fn invalid_toml_is_one_error_without_a_path() {
+    let errs = errors_of("[server\nworkers = 1\n");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "");
+    assert!(errs[0].problem.starts_with("invalid TOML"), "{}", errs[0].problem);
+}
+
+#[test]
+fn sizes_and_durations_are_checked() {
+    let case = |toml: &str| with_services(&format!("{toml}\n{ONE_ROUTE}"));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("unknown size unit", case("[server]\nread_buffer = \"16XB\""), &["server.read_buffer"]),
+        ("negative size", case("[limits]\nmax_body = \"-1\""), &["limits.max_body"]),
+        ("size below minimum", case("[limits]\nmax_head = \"100\""), &["limits.max_head"]),
+        ("size above maximum", case("[server]\nread_buffer = \"1GiB\""), &["server.read_buffer"]),
+        ("size overflow", case("[limits]\nmax_body = \"99999999999GiB\""), &["limits.max_body"]),
+        ("target above head", case("[limits]\nmax_head = \"1KiB\"\nmax_target = \"2KiB\""), &["limits.max_target"]),
+        ("duration without unit", case("[timeouts]\nidle = \"30\""), &["timeouts.idle"]),
+        ("zero duration", case("[timeouts]\nheader = \"0s\""), &["timeouts.header"]),
+        ("unknown duration unit", case("[upstream]\nconnect_timeout = \"3d\""), &["upstream.connect_timeout"]),
+        (
+            "per-service duration",
+            format!(
+                "[[services]]\nname = \"users\"\nupstreams = [\"127.0.0.1:1\"]\nresponse_timeout = \"soon\"\n{ONE_ROUTE}"
+            ),
+            &["services[0].response_timeout"],
+        ),
+        ("route body size", case("[[routes]]\npaths = [\"/b\"]\nservice = \"orders\"\nmax_body = \"1 parsec\""), &["routes[0].max_body"]),
+        ("integer out of range", case("[server]\nuring_entries = 8"), &["server.uring_entries"]),
+        ("unknown driver", case("[server]\ndriver = \"kqueue\""), &["server.driver"]),
+        ("human units accepted", case("[server]\nread_buffer = \"64KiB\"\n[timeouts]\nidle = \"1500ms\"\ndrain = \"2m\""), &[]),
+    ];
+    check_paths(cases);
+
+    let cfg = parse_ok(&case("[server]\nread_buffer = \"64KiB\"\n[timeouts]\nidle = \"1500ms\"\ndrain = \"2m\""));
+    assert_eq!(cfg.server.read_buffer, 64 << 10);
+    assert_eq!(cfg.timeouts.idle, Duration::from_millis(1500));
+    assert_eq!(cfg.timeouts.drain, Duration::from_secs(120));
+}
+
+#[test]
+fn listen_addresses_are_checked() {
+    let case = |toml: &str| with_services(&format!("{toml}\n{ONE_ROUTE}"));
+    check_paths(&[
+        ("empty listen", case("[server]\nlisten = []"), &["server.listen"]),
+        ("not ip:port", case("[server]\nlisten = [\"localhost:80\", \"0.0.0.0\"]"), &["server.listen[0]", "server.listen[1]"]),
+        ("duplicate", case("[server]\nlisten = [\"0.0.0.0:80\", \"[::]:80\", \"0.0.0.0:80\"]"), &["server.listen[2]"]),
+    ]);
+}
+
+#[test]
+fn services_are_checked() {
+    let route = "[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n";
+    check_paths(&[
+        ("missing name", format!("[[services]]\nupstreams = [\"127.0.0.1:1\"]\n{route}"), &["routes[0].service", "services[0].name"]),
+        ("missing upstreams", format!("[[services]]\nname = \"users\"\n{route}"), &["services[0].upstreams"]),
+        ("empty upstreams", format!("[[services]]\nname = \"users\"\nupstreams = []\n{route}"), &["services[0].upstreams"]),
+        ("bad upstream", format!("[[services]]\nname = \"users\"\nupstreams = [\"127.0.0.1:1\", \"nowhere\"]\n{route}"), &["services[0].upstreams[1]"]),
+    ]);
+}
+
+#[test]
+fn route_naming_a_missing_service_lists_the_known_ones() {
+    let text = with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"user\"\n");
+    let errs = errors_of(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "routes[0].service");
+    assert!(errs[0].problem.contains("`user`"), "{}", errs[0].problem);
+    assert_eq!(errs[0].fix, "use one of: users, orders");
+
+    check_paths(&[
+        ("service missing", with_services("[[routes]]\npaths = [\"/a\"]\n"), &["routes[0].service"]),
+        ("paths missing", with_services("[[routes]]\nservice = \"users\"\n"), &["routes[0].paths"]),
+        ("paths empty", with_services("[[routes]]\npaths = []\nservice = \"users\"\n"), &["routes[0].paths"]),
+        ("no routes at all", SERVICES.to_string(), &["routes"]),
+    ]);
+}
+
+#[test]
+fn duplicate_names_are_errors() {
+    let dup_service = format!("{SERVICES}\n[[services]]\nname = \"users\"\nupstreams = [\"127.0.0.1:3003\"]\n{ONE_ROUTE}");
+    let dup_route = with_services(&format!("{ONE_ROUTE}\n[[routes]]\nname = \"users\"\npaths = [\"/other\"]\nservice = \"orders\"\n"));
+    check_paths(&[
+        ("duplicate service", dup_service, &["services[2].name"]),
+        ("duplicate route", dup_route, &["routes[1].name"]),
+        // An unnamed route is called `route{i}`; two unnamed routes never clash.
+        ("unnamed routes", with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"users\"\n[[routes]]\npaths = [\"/b\"]\nservice = \"users\"\n"), &[]),
+    ]);
+    let cfg = parse_ok(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"users\"\n"));
+    assert_eq!(cfg.routes[0].name, "route0");
+}
+
+/// Regression: a service or route dropped for another problem used to shift the indices of
+/// the errors reported after it.
+#[test]
+fn errors_after_a_broken_entry_keep_their_indices() {
+    let services = "[[services]]\nupstreams = [\"127.0.0.1:1\"]\n[[services]]\nname = \"a\"\nupstreams = [\"127.0.0.1:2\"]\n[[services]]\nname = \"a\"\nupstreams = [\"127.0.0.1:3\"]\n";
+    let routes = "[[routes]]\nname = \"r\"\npaths = [\"/x\"]\nservice = \"gone\"\n[[routes]]\nname = \"s\"\npaths = [\"/y\"]\nservice = \"a\"\n[[routes]]\nname = \"s\"\npaths = [\"/y\"]\nservice = \"a\"\n";
+    check_paths(&[(
+        "shifted",
+        format!("{services}{routes}"),
+        &["routes[0].service", "routes[2].name", "routes[2].paths[0]", "services[0].name", "services[2].name"],
+    )]);
+}
+
+#[test]
+fn conflicting_routes_are_errors() {
+    let route = |name: &str, paths: &str, hosts: &str, methods: &str| {
+        let mut s = format!("\n[[routes]]\nname = \"{name}\"\npaths = {paths}\nservice = \"users\"\n");
+        if !hosts.is_empty() {
+            s += &format!("hosts = {hosts}\n");
+        }
+        if !methods.is_empty() {
+            s += &format!("methods = {methods}\n");
+        }
+        s
+    };
+    let two = |a: String, b: String| with_services(&(a + &b));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("same path, any method", two(route("a", r#"["/api"]"#, "", ""), route("b", r#"["/api"]"#, "", "")), &["routes[1].paths[0]"]),
+        (
+            "same path, overlapping methods",
+            two(route("a", r#"["/api"]"#, "", r#"["GET", "POST"]"#), route("b", r#"["/x", "/api"]"#, "", r#"["POST"]"#)),
+            &["routes[1].paths[1]"],
+        ),
+        (
+            "same path, one route any method",
+            two(route("a", r#"["/api"]"#, "", r#"["GET"]"#), route("b", r#"["/api"]"#, "", "")),
+            &["routes[1].paths[0]"],
+        ),
+        (
+            "trailing slash is the same prefix",
+            two(route("a", r#"["/api/"]"#, "", ""), route("b", r#"["/api"]"#, "", "")),
+            &["routes[1].paths[0]"],
+        ),
+        (
+            "trailing slash is the same exact path",
+            two(route("a", r#"["=/h/"]"#, "", ""), route("b", r#"["=/h"]"#, "", "")),
+            &["routes[1].paths[0]"],
+        ),
+        (
+            "same exact path and host",
+            two(route("a", r#"["=/h"]"#, r#"["a.com"]"#, ""), route("b", r#"["=/h"]"#, r#"["A.com", "b.com"]"#, "")),
+            &["routes[1].paths[0]"],
+        ),
+        (
+            "same wildcard host",
+            two(route("a", r#"["/"]"#, r#"["*.ex.com"]"#, ""), route("b", r#"["/"]"#, r#"["*.ex.com"]"#, "")),
+            &["routes[1].paths[0]"],
+        ),
+        ("disjoint methods", two(route("a", r#"["/api"]"#, "", r#"["GET"]"#), route("b", r#"["/api"]"#, "", r#"["POST"]"#)), &[]),
+        ("different hosts", two(route("a", r#"["/api"]"#, r#"["a.com"]"#, ""), route("b", r#"["/api"]"#, r#"["b.com"]"#, "")), &[]),
+        ("host and no host", two(route("a", r#"["/api"]"#, r#"["a.com"]"#, ""), route("b", r#"["/api"]"#, "", "")), &[]),
+        ("exact and wildcard host", two(route("a", r#"["/"]"#, r#"["a.ex.com"]"#, ""), route("b", r#"["/"]"#, r#"["*.ex.com"]"#, "")), &[]),
+        ("exact and prefix", two(route("a", r#"["=/api"]"#, "", ""), route("b", r#"["/api"]"#, "", "")), &[]),
+        ("nested prefixes", two(route("a", r#"["/api"]"#, "", ""), route("b", r#"["/api/users"]"#, "", "")), &[]),
+        (
+            "three routes, two conflicts",
+            with_services(&(route("a", r#"["/a"]"#, "", "") + &route("b", r#"["/a", "/b"]"#, "", "") + &route("c", r#"["/c", "/b"]"#, "", ""))),
+            &["routes[1].paths[0]", "routes[2].paths[1]"],
+        ),
+    ];
+    check_paths(cases);
+
+    let errs = errors_of(&two(route("a", r#"["=/h"]"#, "", ""), route("b", r#"["=/h"]"#, "", "")));
+    assert!(errs[0].problem.contains("`=/h`") && errs[0].problem.contains("routes[0]"), "{}", errs[0].problem);
+}
+
+#[test]
+fn route_paths_are_checked() {
+    let with_paths = |paths: &str| with_services(&format!("[[routes]]\npaths = {paths}\nservice = \"users\"\n"));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("no leading slash", with_paths(r#"["api"]"#), &["routes[0].paths[0]"]),
+        ("query", with_paths(r#"["/ok", "/api?x=1"]"#), &["routes[0].paths[1]"]),
+        ("fragment", with_paths(r##"["/api#top"]"##), &["routes[0].paths[0]"]),
+        ("double slash", with_paths(r#"["/api//users"]"#), &["routes[0].paths[0]"]),
+        ("space", with_paths(r#"["/a b"]"#), &["routes[0].paths[0]"]),
+        ("empty", with_paths(r#"[""]"#), &["routes[0].paths[0]"]),
+        ("exact without slash", with_paths(r#"["=api"]"#), &["routes[0].paths[0]"]),
+        ("bare =", with_paths(r#"["="]"#), &["routes[0].paths[0]"]),
+        ("all at once", with_paths(r#"["x", "/y?", "//z"]"#), &["routes[0].paths[0]", "routes[0].paths[1]", "routes[0].paths[2]"]),
+        ("good ones", with_paths(r#"["/", "/api/", "=/x", "=/", "/a/b-c_d.e~f"]"#), &[]),
+    ];
+    check_paths(cases);
+
+    let cfg = parse_ok(&with_paths(r#"["/", "/api/", "=/x", "=/y/", "/a/b"]"#));
+    assert_eq!(
+        cfg.routes[0].paths,
+        [
+            PathMatch::Prefix("/".into()),
+            PathMatch::Prefix("/api".into()),
+            PathMatch::Exact("/x".into()),
+            PathMatch::Exact("/y".into()),
+            PathMatch::Prefix("/a/b".into()),
+        ]
+    );
+}
+
+#[test]
+fn route_hosts_are_checked() {
+    let with_hosts = |hosts: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nhosts = {hosts}\nservice = \"users\"\n"));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("scheme", with_hosts(r#"["http://a.com"]"#), &["routes[0].hosts[0]"]),
+        ("port", with_hosts(r#"["a.com:8080"]"#), &["routes[0].hosts[0]"]),
+        ("empty", with_hosts(r#"[""]"#), &["routes[0].hosts[0]"]),
+        ("bare wildcard", with_hosts(r#"["*."]"#), &["routes[0].hosts[0]"]),
+        ("star alone", with_hosts(r#"["*"]"#), &["routes[0].hosts[0]"]),
+        ("inner wildcard", with_hosts(r#"["a.*.com"]"#), &["routes[0].hosts[0]"]),
+        ("leading dot", with_hosts(r#"[".a.com"]"#), &["routes[0].hosts[0]"]),
+        ("space", with_hosts(r#"["a b.com"]"#), &["routes[0].hosts[0]"]),
+        ("several", with_hosts(r#"["ok.com", "bad/", "*.ok.com", "x:1"]"#), &["routes[0].hosts[1]", "routes[0].hosts[3]"]),
+        ("good ones", with_hosts(r#"["a.com", "*.a.com", "localhost", "my_host-1"]"#), &[]),
+    ];
+    check_paths(cases);
+
+    let cfg = parse_ok(&with_hosts(r#"["API.Example.com", "*.Example.COM"]"#));
+    assert_eq!(
+        cfg.routes[0].hosts,
+        [HostMatch::Exact("api.example.com".into()), HostMatch::Suffix(".example.com".into())]
+    );
+}
+
+#[test]
+fn route_methods_are_checked() {
+    let with_methods = |m: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nmethods = {m}\nservice = \"users\"\n"));
+    check_paths(&[
+        ("unknown", with_methods(r#"["GET", "FETCH"]"#), &["routes[0].methods[1]"]),
+        ("connect is not routable", with_methods(r#"["CONNECT"]"#), &["routes[0].methods[0]"]),
+    ]);
+    let cfg = parse_ok(&with_methods(r#"["get", "Post", "GET"]"#));
+    assert_eq!(cfg.routes[0].methods, ["GET", "POST"]);
+    assert_eq!(cfg.routes[0].allow_header, "Allow: GET, POST");
+    let cfg = parse_ok(&with_services(ONE_ROUTE));
+    assert!(cfg.routes[0].methods.is_empty());
+    assert_eq!(cfg.routes[0].allow_header, format!("Allow: {}", KNOWN_METHODS.join(", ")));
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let cfg = parse_ok(&with_services(ONE_ROUTE));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    assert_eq!(cfg.server.workers, cores);
+    assert_eq!(cfg.server.listen, vec![SocketAddr::from(([127, 0, 0, 1], 8080))]);
+    assert!(cfg.server.pin_cores);
+    assert_eq!(cfg.limits.max_head, 16 << 10);
+    assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(3));
+    assert_eq!(cfg.routes[0].max_body, cfg.limits.max_body);
+    assert!(!cfg.routes[0].strip_prefix);
+}
+
+#[test]
+fn workers_zero_means_one_per_core() {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = |n: &str| parse_ok(&with_services(&format!("[server]\nworkers = {n}\n{ONE_ROUTE}"))).server.workers;
+    assert_eq!(workers("0"), cores);
+    assert_eq!(workers("3"), 3);
+    check_paths(&[
+        ("negative", with_services(&format!("[server]\nworkers = -1\n{ONE_ROUTE}")), &["server.workers"]),
+        ("too many", with_services(&format!("[server]\nworkers = 5000\n{ONE_ROUTE}")), &["server.workers"]),
+    ]);
+}
+
+#[test]
+fn errors_print_path_problem_and_fix() {
+    let err = Config::parse(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"user\"\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("1 error in config:\n"), "{text}");
+    assert!(text.contains("routes[0].service: no service named `user`\n    fix: use one of: users, orders"), "{text}");
+}

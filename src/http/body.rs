@@ -1,7 +1,8 @@
 //! Chunked transfer coding (RFC 9112 §7.1) as a byte-at-a-time state machine that never buffers:
 //! the caller feeds whatever bytes it has and learns which are framing and which are data, so a
 //! body of any size passes through in one fixed buffer. Framing is strict: hex sizes without
-//! overflow, bounded extensions, CRLF (never a bare LF) after sizes and data, bounded trailers.
+//! overflow, extensions bounded and checked against their grammar, CRLF (never a bare LF) after
+//! sizes and data, bounded trailers.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
@@ -40,14 +41,36 @@ pub enum Step {
     Done(usize),
 }
 
+/// Where inside a chunk extension the decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: BWS, then a name.
+    NameStart,
+    Name,
+    /// BWS after a name: `=` or `;` must follow.
+    NameWs,
+    /// After `=`: BWS, then a token or a quoted-string.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash inside a quoted-string.
+    QuotedPair,
+    /// After a closing quote: `;`, CR, or BWS before `;`.
+    QuoteEnd,
+    /// BWS after a value: `;` must follow.
+    ValueWs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Before the first hex digit of a size line.
     SizeStart,
     Size,
-    /// Whitespace after the size, before `;` or CR (BWS in RFC 9112 §7.1.1).
+    /// Whitespace after the size; only a `;` may follow (BWS in RFC 9112 §7.1.1).
     SizeWs,
-    Ext,
+    /// Chunk extensions, RFC 9112 §7.1.1:
+    /// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`.
+    Ext(Ext),
     SizeLf,
     Data,
     DataCr,
@@ -140,29 +163,28 @@ impl ChunkedDecoder {
                     None => match b {
                         b'\r' => self.state = State::SizeLf,
                         b';' => {
-                            self.state = State::Ext;
+                            self.state = State::Ext(Ext::NameStart);
                             self.ext_len = 0;
                         }
                         b' ' | b'\t' => self.state = State::SizeWs,
                         _ => return Err(ChunkError::BadSize),
                     },
                 },
+                // RFC 9112 §7.1.1: whitespace after the size is BWS before an extension; a size
+                // line that ends in whitespace is not in the grammar.
                 State::SizeWs => match b {
                     b' ' | b'\t' => {}
                     b';' => {
-                        self.state = State::Ext;
+                        self.state = State::Ext(Ext::NameStart);
                         self.ext_len = 0;
                     }
-                    b'\r' => self.state = State::SizeLf,
                     _ => return Err(ChunkError::BadSize),
                 },
-                State::Ext => {
-                    match b {
-                        b'\r' => self.state = State::SizeLf,
-                        // Extension names, values (token or quoted-string) and BWS; no controls.
-                        b'\t' | b' '..=b'~' | 0x80..=0xff => {}
-                        _ => return Err(ChunkError::BadExtension),
-                    }
+                State::Ext(at) => {
+                    self.state = match ext_step(at, b)? {
+                        Some(next) => State::Ext(next),
+                        None => State::SizeLf,
+                    };
                     self.ext_len += 1;
                     if self.ext_len > MAX_EXTENSION {
                         return Err(ChunkError::ExtensionTooLong);
@@ -279,6 +301,30 @@ impl ChunkedDecoder {
         }
         Ok((write, read, self.is_done()))
     }
+}
+
+/// One byte of a chunk extension; `None` when the CR ending the size line arrives.
+fn ext_step(at: Ext, b: u8) -> Result<Option<Ext>, ChunkError> {
+    let bws = b == b' ' || b == b'\t';
+    let next = match at {
+        Ext::NameStart if bws => Ext::NameStart,
+        Ext::NameStart | Ext::Name if is_tchar(b) => Ext::Name,
+        Ext::Name | Ext::NameWs if bws => Ext::NameWs,
+        Ext::Name | Ext::NameWs if b == b'=' => Ext::ValueStart,
+        Ext::ValueStart if bws => Ext::ValueStart,
+        Ext::ValueStart if b == b'"' => Ext::Quoted,
+        Ext::ValueStart | Ext::Token if is_tchar(b) => Ext::Token,
+        Ext::Token | Ext::QuoteEnd | Ext::ValueWs if bws => Ext::ValueWs,
+        Ext::Quoted if b == b'"' => Ext::QuoteEnd,
+        Ext::Quoted if b == b'\\' => Ext::QuotedPair,
+        // qdtext: HTAB / SP / VCHAR except `"` and `\` / obs-text (RFC 9110 §5.6.4).
+        Ext::Quoted if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => Ext::Quoted,
+        Ext::QuotedPair if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => Ext::Quoted,
+        Ext::Name | Ext::NameWs | Ext::Token | Ext::QuoteEnd | Ext::ValueWs if b == b';' => Ext::NameStart,
+        Ext::Name | Ext::Token | Ext::QuoteEnd if b == b'\r' => return Ok(None),
+        _ => return Err(ChunkError::BadExtension),
+    };
+    Ok(Some(next))
 }
 
 fn hex(b: u8) -> Option<u8> {

@@ -156,24 +156,39 @@ pub fn parse_request<'b, 'h>(
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => match version_error(buf) {
+            Some(e) => return Err(e),
+            None => {
+                check_partial_request(buf, limits)?;
+                return Ok(None);
+            }
+        },
         Err(e) => return Err(HeadError::Malformed(httparse_reason(e))),
     };
-    if head_len > limits.max_head {
-        return Err(HeadError::HeadTooLarge);
-    }
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let target = target.as_bytes();
+    // The target is checked before the head size so that a long request line gets 414 whether
+    // it arrives in one read or several (`check_partial_request` sees it first in the latter).
     if target.len() > limits.max_target {
         return Err(HeadError::TargetTooLong);
+    }
+    if head_len > limits.max_head {
+        return Err(HeadError::HeadTooLarge);
+    }
+    if bare_lf(&buf[..head_len]) {
+        return Err(HeadError::Malformed("bare LF line ending"));
     }
     let version = version_of(req.version);
     let headers: &'h [Header<'b>] = req.headers;
 
     if method == "CONNECT" {
         return Err(HeadError::NotImplemented);
+    }
+    // RFC 9112 §3.2.4: the asterisk-form is only used for a server-wide OPTIONS request.
+    if target == b"*" && method != "OPTIONS" {
+        return Err(HeadError::Malformed("asterisk-form target is only for OPTIONS"));
     }
     let (authority, path, query) = split_target(target)?;
 
@@ -196,7 +211,9 @@ pub fn parse_request<'b, 'h>(
             connection(h.value, &mut conn)?;
         } else if name.eq_ignore_ascii_case(b"expect") {
             if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
+                // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored
+                // (RFC 9110 §15.2: an HTTP/1.0 client is never sent a 1xx response).
+                expect_continue = version == Version::Http11;
             } else {
                 return Err(HeadError::UnsupportedExpectation);
             }
@@ -287,20 +304,45 @@ fn check_partial_request(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadErro
     }
 }
 
-fn version_error(buf: &[u8]) -> HeadError {
-    // "HTTP/2.0" and friends are well-formed but not ours: 505. Anything else is garbage: 400.
-    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = trim(buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]));
-    if line.len() >= 8 {
-        let v = &line[line.len() - 8..];
-        let well_formed = v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit();
-        // Only a request line of exactly three parts with another major version is a 505; a
-        // stray space elsewhere also surfaces as a version error and is a 400.
-        if well_formed && v[5] != b'1' && line.iter().filter(|&&b| b == b' ').count() == 2 {
-            return HeadError::VersionNotSupported;
-        }
+/// Classifies a version httparse refused: "HTTP/2.0" and friends are well-formed but not ours
+/// (505); anything else, including an unknown HTTP/1 minor version, is a 400. `None` while the
+/// line is still open and what has arrived may yet become `HTTP/d.d`: the verdict must not
+/// depend on how the bytes were split into reads.
+fn version_error(buf: &[u8]) -> Option<HeadError> {
+    // httparse skips empty lines before the request line (RFC 9112 §2.2).
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => (rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]), true),
+        None => (rest.strip_suffix(b"\r").unwrap_or(rest), false),
+    };
+    // method SP request-target SP HTTP-version: the version is all that follows the 2nd space,
+    // so a stray space elsewhere in the line also surfaces here, as a 400.
+    let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
+    const SHAPE: &[u8; 8] = b"HTTP/0.0";
+    let fits = version.len() <= SHAPE.len()
+        && version.iter().zip(SHAPE).all(|(&b, &s)| if s == b'0' { b.is_ascii_digit() } else { b == s });
+    if fits && version.len() < SHAPE.len() && !complete {
+        return None;
     }
-    HeadError::Malformed("invalid HTTP version")
+    if fits && version.len() == SHAPE.len() && version[5] != b'1' {
+        return Some(HeadError::VersionNotSupported);
+    }
+    Some(HeadError::Malformed("invalid HTTP version"))
+}
+
+/// RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator. A proxy that accepts it
+/// can see header lines that a CRLF-only peer in front of it does not (a smuggling vector), so a
+/// head with an LF not preceded by CR is refused instead, as llhttp's strict mode does.
+fn bare_lf(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in head {
+        if b == b'\n' && prev != b'\r' {
+            return true;
+        }
+        prev = b;
+    }
+    false
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {
@@ -331,6 +373,10 @@ fn split_target(target: &[u8]) -> Result<(Option<&[u8]>, &[u8], &[u8]), HeadErro
     } else {
         return Err(HeadError::Malformed("invalid request target"));
     };
+    // RFC 9112 §3.2 / RFC 3986 §2: a request-target is ASCII; httparse lets UTF-8 through.
+    if !target.is_ascii() {
+        return Err(HeadError::Malformed("invalid request target"));
+    }
     if rest.contains(&b'#') {
         return Err(HeadError::Malformed("fragment in request target"));
     }
@@ -532,6 +578,9 @@ pub fn parse_response<'b, 'h>(
     if head_len > max_head {
         return Err(BadResponse("response head too large"));
     }
+    if bare_lf(&buf[..head_len]) {
+        return Err(BadResponse("bare LF line ending"));
+    }
     let code = res.code.ok_or(BadResponse("missing status"))?;
     if !(100..=599).contains(&code) {
         return Err(BadResponse("invalid status code"));
@@ -555,6 +604,10 @@ pub fn parse_response<'b, 'h>(
     }
     if te.present && cl.value.is_some() {
         return Err(BadResponse("both Transfer-Encoding and Content-Length"));
+    }
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is faulty.
+    if te.present && version == Version::Http10 {
+        return Err(BadResponse("Transfer-Encoding in an HTTP/1.0 response"));
     }
     if te.chunked_count > 1 {
         return Err(BadResponse("chunked applied more than once"));

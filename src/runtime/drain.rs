@@ -1,18 +1,26 @@
-//! Shard-local shutdown signal: tasks wait on it next to their I/O and all wake at once when the
-//! shard starts draining. Waiters live in a slab, so waiting never grows memory beyond the number
-//! of tasks waiting at the same time.
+//! Shard-local waiting without per-connection timers: a task waits here for the shard to start
+//! draining or for a coarse deadline, whichever comes first. Waiters live in one slab (a waker
+//! and a deadline each, ~48 bytes), and the shard's housekeeping task wakes expired ones on each
+//! tick. monoio's own timer future is 640 bytes; idle connections use this instead so their
+//! tasks stay small. Deadlines fire up to one tick late.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use slab::Slab;
+
+struct Waiter {
+    waker: Waker,
+    deadline: Option<Instant>,
+}
 
 #[derive(Default)]
 pub struct Drain {
     started: Cell<bool>,
-    waiters: RefCell<Slab<Waker>>,
+    waiters: RefCell<Slab<Waiter>>,
 }
 
 impl Drain {
@@ -26,37 +34,53 @@ impl Drain {
         }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, w) in waiters {
-            w.wake();
+            w.waker.wake();
+        }
+    }
+
+    /// Wakes waiters whose deadline has passed. Called by the shard's housekeeping tick.
+    pub fn tick(&self, now: Instant) {
+        let waiters = self.waiters.borrow();
+        for (_, w) in waiters.iter() {
+            if w.deadline.is_some_and(|d| d <= now) {
+                w.waker.wake_by_ref();
+            }
         }
     }
 
     /// Resolves once draining has started.
     pub fn wait(&self) -> DrainWait<'_> {
-        DrainWait { drain: self, key: None }
+        DrainWait { drain: self, key: None, deadline: None }
+    }
+
+    /// Resolves once draining has started or `deadline` has passed (checked on each tick).
+    pub fn wait_until(&self, deadline: Instant) -> DrainWait<'_> {
+        DrainWait { drain: self, key: None, deadline: Some(deadline) }
     }
 }
 
 pub struct DrainWait<'a> {
     drain: &'a Drain,
     key: Option<usize>,
+    deadline: Option<Instant>,
 }
 
 impl Future for DrainWait<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.started.get() {
+        if self.drain.started.get() || self.deadline.is_some_and(|d| d <= Instant::now()) {
             return Poll::Ready(());
         }
         let mut waiters = self.drain.waiters.borrow_mut();
         match self.key {
             Some(k) => match waiters.get_mut(k) {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                Some(w) => *w = cx.waker().clone(),
+                Some(w) if w.waker.will_wake(cx.waker()) => {}
+                Some(w) => w.waker = cx.waker().clone(),
                 None => return Poll::Ready(()),
             },
             None => {
-                let k = waiters.insert(cx.waker().clone());
+                let k = waiters.insert(Waiter { waker: cx.waker().clone(), deadline: self.deadline });
                 drop(waiters);
                 self.key = Some(k);
             }

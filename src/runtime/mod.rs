@@ -184,7 +184,8 @@ async fn run_shard(shard: Rc<Shard>, listeners: Vec<std::net::TcpListener>) {
     }
 }
 
-/// Watches the stop flag and sweeps idle upstream connections.
+/// Every 50 ms: watches the stop flag; every 250 ms: expires idle and header-wait deadlines;
+/// every second: sweeps idle upstream connections.
 async fn housekeeping(shard: Rc<Shard>) {
     let mut ticks = 0u32;
     loop {
@@ -193,7 +194,10 @@ async fn housekeeping(shard: Rc<Shard>) {
             shard.drain.start();
             return;
         }
-        ticks += 1;
+        ticks = ticks.wrapping_add(1);
+        if ticks % 5 == 0 {
+            shard.drain.tick(Instant::now());
+        }
         if ticks % 20 == 0 {
             shard.upstreams.sweep();
         }

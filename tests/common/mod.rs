@@ -178,7 +178,7 @@ impl UpConn {
 
     fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
+        match read_some(&mut self.stream, &mut tmp) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&tmp[..n]);
@@ -195,6 +195,17 @@ impl UpConn {
     pub fn respond(&mut self, body: &[u8]) -> bool {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
         self.write(head.as_bytes()) && self.write(body)
+    }
+}
+
+/// `read`, retried when a signal interrupts it (blocking reads with a timeout are not restarted
+/// by the kernel and return EINTR instead).
+pub fn read_some(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
@@ -324,7 +335,7 @@ impl Client {
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut tmp = [0u8; 65536];
-        let n = self.stream.read(&mut tmp)?;
+        let n = read_some(&mut self.stream, &mut tmp)?;
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
@@ -394,7 +405,7 @@ impl Client {
         }
         self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+        matches!(read_some(&mut self.stream, &mut b), Ok(0) | Err(_))
     }
 
     /// Bytes left over after the responses read so far plus anything until EOF.
