@@ -60,6 +60,7 @@ fn invalid_upstream_responses_are_502() {
         ("bad_status", b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"),
         ("obs_fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
         ("upgrade_unasked", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"),
+        ("te_gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"),
     ];
     for &(name, resp) in cases {
         let up = Upstream::raw(resp);

@@ -612,6 +612,11 @@ pub fn parse_response<'b, 'h>(
     if te.chunked_count > 1 {
         return Err(BadResponse("chunked applied more than once"));
     }
+    // The gateway re-frames bodies and drops Transfer-Encoding as hop-by-hop; a coding other than
+    // chunked (gzip, ...) would reach the client unlabelled, so such responses are refused.
+    if te.other {
+        return Err(BadResponse("unsupported transfer coding in response"));
+    }
     // RFC 9112 §6.3 (1): HEAD, 1xx, 204 and 304 responses end with the header section.
     let framing = if head_request || code < 200 || code == 204 || code == 304 {
         Framing::None
