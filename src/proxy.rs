@@ -202,6 +202,10 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         Ok(None) => return Planned::NeedMore,
         Err(e) => return Planned::Reject(Failure::new(ProxyError::BadHead(e), None)),
     };
+    #[cfg(feature = "fault-injection")]
+    if req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault") && h.value == b"panic") {
+        panic!("fault injected by request header");
+    }
     let request_id = write::request_id(&req, &shard.ids);
     let head_request = req.method == "HEAD";
     let reject = |err: ProxyError, allow: Option<usize>| {
