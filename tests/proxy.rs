@@ -397,3 +397,18 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
     // 512 MiB moved through the process; buffers are fixed-size, so the peak barely moves.
     assert!(grown_mib < 32, "peak RSS grew by {grown_mib} MiB while streaming 2 x 256 MiB");
 }
+
+#[test]
+fn connection_close_from_an_http11_client_is_honoured() {
+    let up = Upstream::ok(b"bye");
+    let gw = Gw::start(&config(&[up.addr], "", ""));
+    let mut c = Client::connect(gw.addr);
+    let r = c.request(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"bye"[..]));
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(c.is_closed());
+    // The upstream connection is still pooled: close was hop-by-hop, not forwarded.
+    assert!(up.requests()[0].header("connection").is_none());
+    assert_eq!(get(gw.addr, "/").status, 200);
+    assert_eq!(up.accepted(), 1);
+}
