@@ -4,7 +4,7 @@
 # Needs `cargo install cargo-fuzz`. libFuzzer's sanitizer flags are nightly-only, so on a stable
 # toolchain RUSTC_BOOTSTRAP=1 unlocks them. Each target reads its seeds (fuzz/seeds/<target>,
 # committed) and keeps what it finds in fuzz/corpus/<target> (not committed); crashing inputs
-# land in fuzz/artifacts/<target>/.
+# land in fuzz/artifacts/<target>/. Extra libFuzzer flags go in FUZZ_ARGS (e.g. "-max_len=10000").
 set -uo pipefail
 
 seconds="${1:-60}"
@@ -24,17 +24,18 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log="$(mktemp)"
     echo "== $t: ${seconds}s"
-    cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 | tee "$log" | grep -E '^(Done|==[0-9]+==|SUMMARY|thread|.*panicked)' || true
-    rc=${PIPESTATUS[0]}
+    cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1
+    rc=$?
+    grep -E '^(Done [0-9]+ runs|SUMMARY|thread .* panicked|Failing input)' "$log"
     runs="$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1)"
     cov="$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)"
     if [ "$rc" -eq 0 ]; then
         summary+=("$t: ok, ${runs:-no run count}, ${cov:-}")
+        rm -f "$log"
     else
-        summary+=("$t: FAILED (exit $rc), see fuzz/artifacts/$t and $log")
+        summary+=("$t: FAILED (exit $rc), inputs in fuzz/artifacts/$t, log $log")
         status=1
     fi
-    [ "$rc" -eq 0 ] && rm -f "$log"
 done
 
 echo
