@@ -45,6 +45,9 @@ const CASES: &[(&str, &[u8], u16, &str)] = &[
     ("bad_method_char", b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
     ("space_in_target", b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
     ("relative_target", b"GET a/b HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
+    ("dot_dot_segment", b"GET /public/../admin HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
+    ("encoded_dot_dot_segment", b"GET /public/%2e%2E/admin HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
+    ("dot_segment_at_end", b"GET /public/. HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_request"),
     ("connect", b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501, "not_implemented"),
     ("expect_unknown", b"POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417, "expectation_failed"),
 ];

@@ -284,24 +284,17 @@ pub fn parse_request<'b, 'h>(
 fn check_partial_request(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = &buf[start..];
-    match line.iter().position(|&b| b == b'\n') {
-        // The request line is still open: its target can be at most the line's length.
-        None if line.len() > limits.max_target + 32 => Err(HeadError::TargetTooLong),
-        Some(end) => {
-            let first = &line[..end];
-            let mut parts = first.split(|&b| b == b' ');
-            let _method = parts.next();
-            if parts.next().is_some_and(|t| t.len() > limits.max_target) {
-                return Err(HeadError::TargetTooLong);
-            }
-            if buf.len() >= limits.max_head {
-                return Err(HeadError::HeadTooLarge);
-            }
-            Ok(())
-        }
-        None if buf.len() >= limits.max_head => Err(HeadError::HeadTooLarge),
-        None => Ok(()),
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    // method SP request-target SP version: only the target counts toward max_target, whether or
+    // not the line is complete yet, so the verdict does not depend on how the bytes arrived.
+    let target = line.splitn(3, |&b| b == b' ').nth(1).unwrap_or(b"");
+    if target.len() > limits.max_target {
+        return Err(HeadError::TargetTooLong);
     }
+    if buf.len() >= limits.max_head {
+        return Err(HeadError::HeadTooLarge);
+    }
+    Ok(())
 }
 
 /// Classifies a version httparse refused: "HTTP/2.0" and friends are well-formed but not ours
@@ -384,7 +377,32 @@ fn split_target(target: &[u8]) -> Result<(Option<&[u8]>, &[u8], &[u8]), HeadErro
     let (path, query) = rest.split_at(q);
     // A target like "http://h?x" has no path: forward it as "/?x".
     let path = if path.is_empty() { &b"/"[..] } else { path };
+    if has_dot_segment(path) {
+        return Err(HeadError::Malformed("dot segment in request path"));
+    }
     Ok((authority, path, query))
+}
+
+/// True when a path segment is `.` or `..`, also percent-encoded (`%2e`, `%2E%2e`, ...).
+/// Routing matches raw segments, while upstreams resolve dot segments (RFC 3986 §5.2.4): a
+/// request for `/public/../admin` would be routed, and policed, as `/public` yet served as
+/// `/admin`. Clients resolve dot segments before sending, so such paths are refused.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|seg| {
+        let mut dots = 0;
+        let mut i = 0;
+        while i < seg.len() {
+            if seg[i] == b'.' {
+                i += 1;
+            } else if seg[i] == b'%' && seg.get(i + 1) == Some(&b'2') && matches!(seg.get(i + 2), Some(b'e' | b'E')) {
+                i += 3;
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
 }
 
 fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

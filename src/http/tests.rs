@@ -255,6 +255,11 @@ fn request_heads() {
         ("Host with a non-numeric port", b"GET / HTTP/1.1\r\nHost: h:8o\r\n\r\n", bad("invalid Host header")),
         ("Host with an unclosed IPv6 literal", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", bad("invalid Host header")),
         // Request-target forms (RFC 9112 §3.2).
+        ("dot-dot segment", b"GET /a/../b HTTP/1.1\r\nHost: h\r\n\r\n", bad("dot segment in request path")),
+        ("dot segment", b"GET /a/./b HTTP/1.1\r\nHost: h\r\n\r\n", bad("dot segment in request path")),
+        ("percent-encoded dot-dot segment", b"GET /a/%2E%2e/b HTTP/1.1\r\nHost: h\r\n\r\n", bad("dot segment in request path")),
+        ("mixed dot-dot segment at the end", b"GET /a/.%2e HTTP/1.1\r\nHost: h\r\n\r\n", bad("dot segment in request path")),
+        ("dots inside a segment are fine", b"GET /a/..b/c.d/... HTTP/1.1\r\nHost: h\r\n\r\n", get("/a/..b/c.d/...")),
         ("absolute-form: the authority is the host", b"GET http://api.example:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n", get("/p").query("?q=1").host("api.example:8080")),
         ("absolute-form without a path", b"GET http://h2?x HTTP/1.1\r\nHost: h\r\n\r\n", get("/").query("?x").host("h2")),
         ("absolute-form, https, scheme in capitals", b"GET HTTPS://H2/ HTTP/1.1\r\nHost: h\r\n\r\n", get("/").host("H2")),
@@ -1583,4 +1588,21 @@ fn response_cases() -> Vec<(&'static str, Want, &'static str)> {
         ("response/transfer-encoding.md: Unbalanced chunk extensions quoting", log("200 chunked chunk-error=BadExtension"), ""),
         ("response/transfer-encoding.md: Invalid OBS fold after chunked value", log("error=502 invalid header name"), LENIENT),
     ]
+}
+
+/// Found by the `parse_request` fuzz target: a long method used to count toward `max_target`
+/// while the request line was incomplete, so the verdict depended on how the bytes arrived.
+#[test]
+fn long_method_counts_toward_the_head_not_the_target() {
+    let limits = HeadLimits { max_head: 16 << 10, max_target: 2 << 10, max_headers: 100 };
+    let head = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(2100));
+    let bytes = head.as_bytes();
+    for cut in 0..bytes.len() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let r = parse_request(&bytes[..cut], &mut headers, &limits);
+        assert!(matches!(r, Ok(None)), "prefix of {cut} bytes: {r:?}");
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let r = parse_request(bytes, &mut headers, &limits).expect("valid").expect("complete");
+    assert_eq!(r.method.len(), 2100);
 }
