@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod policy;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

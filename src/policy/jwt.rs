@@ -1,0 +1,1 @@
+//! JSON Web Token verification (RFC 7515/7519, RFC 8725).

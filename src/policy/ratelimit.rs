@@ -1,0 +1,1 @@
+//! Exact, lock-free GCRA rate limiting shared by all shards.
