@@ -65,6 +65,7 @@ fn many_routes() -> Vec<Route> {
         strip_prefix: false,
         max_body: 0,
         allow_header: String::new(),
+        policy: Default::default(),
     };
     for s in 0..40 {
         for (r, res) in ["users", "orders", "items", "events", "reports"].iter().enumerate() {
@@ -177,6 +178,8 @@ fn bench_write(c: &mut Criterion) {
         proto: b"http",
         request_id: b"0123456789abcdef0123456789abcdef",
         path: req.path,
+        strip: &[],
+        extra: b"",
     };
     let mut out = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("write");

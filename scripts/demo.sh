@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 keep=false
 [[ "${1:-}" == "--keep" ]] && keep=true
 
-for tool in cargo curl; do
+for tool in cargo curl python3; do
   command -v "$tool" >/dev/null || { echo "demo: '$tool' is required" >&2; exit 1; }
 done
 
@@ -54,14 +54,27 @@ show() { # description, curl args...
   echo
 }
 
-show "users, round robin over two instances (1/2)" http://127.0.0.1:8080/api/users/7
+show "users, round robin over two instances, rate-limited to 5 per 10 s per client (1/2)" http://127.0.0.1:8080/api/users/7
 show "users, round robin over two instances (2/2)" http://127.0.0.1:8080/api/users/8
-show "orders: POST with a JSON body" -X POST -H 'Content-Type: application/json' -d '{"item":42}' http://127.0.0.1:8080/api/orders
-show "products: host-matched, prefix stripped (/api/products/9 arrives as /9)" -H 'Host: shop.example.com' http://127.0.0.1:8080/api/products/9
+echo
+echo "== users: four more requests; the limit of 5 per 10 s runs out"
+for i in 1 2 3 4; do
+  curl -s -o /dev/null -D - http://127.0.0.1:8080/api/users/9 | tr -d '\r' | grep -iE '^(HTTP|ratelimit-remaining|retry-after)' | paste -sd ' '
+done
+show "users: CORS preflight answered by the gateway" -X OPTIONS -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: PUT' http://127.0.0.1:8080/api/users/7
+show "orders needs a JWT: without one, 401" -X POST -H 'Content-Type: application/json' -d '{"item":42}' http://127.0.0.1:8080/api/orders
+token=$(python3 scripts/mint-token.py --secret ringgate-demo-secret-change-me-please --kid demo-1 \
+  --sub alice --iss https://issuer.demo --aud orders --ttl 600)
+echo
+echo "== minted a demo token: scripts/mint-token.py --secret ... --sub alice --iss https://issuer.demo --aud orders"
+show "orders with the token: the upstream sees X-Consumer-Id: alice" -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"item":42}' http://127.0.0.1:8080/api/orders
+show "orders validates JSON bodies: 400" -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"item":' http://127.0.0.1:8080/api/orders
+show "products needs an API key: without one, 401" -H 'Host: shop.example.com' http://127.0.0.1:8080/api/products/9
+show "products with X-Api-Key; host-matched, prefix stripped (/api/products/9 arrives as /9)" -H 'Host: shop.example.com' -H 'X-Api-Key: demo-products-key' http://127.0.0.1:8080/api/products/9
 show "exact route" http://127.0.0.1:8080/healthz
 show "no route: 404 with a JSON error" http://127.0.0.1:8080/api/unknown
 show "method not on the route: 405 with Allow" -X PATCH http://127.0.0.1:8080/api/users/7
-show "body over the route limit (orders: 1MiB): 413 before reading it" -X POST -H 'Content-Length: 2000000' --data-binary @/dev/null http://127.0.0.1:8080/api/orders
+show "body over the route limit (orders: 1MiB): 413 before reading it" -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -H 'Content-Length: 2000000' --data-binary @/dev/null http://127.0.0.1:8080/api/orders
 echo
 echo "== a malformed request (Content-Length and Transfer-Encoding): 400, connection closed"
 printf 'POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' \

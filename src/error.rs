@@ -38,6 +38,20 @@ pub enum ProxyError {
     UpstreamClosed,
     #[error("upstream sent an invalid response: {0}")]
     BadResponse(&'static str),
+    #[error("client address not allowed")]
+    Forbidden,
+    #[error("CORS preflight rejected")]
+    CorsRejected,
+    #[error("authentication required or failed: {0}")]
+    Unauthorized(&'static str),
+    #[error("rate limit exceeded")]
+    RateLimited,
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("request body is not valid JSON")]
+    InvalidJson,
+    #[error("request body length required")]
+    LengthRequired,
     #[error("internal error")]
     Internal,
 }
@@ -51,7 +65,14 @@ impl ProxyError {
             | ProxyError::NoRoute
             | ProxyError::MethodNotAllowed
             | ProxyError::HeaderTimeout
-            | ProxyError::ClientGone => Side::Client,
+            | ProxyError::ClientGone
+            | ProxyError::Forbidden
+            | ProxyError::CorsRejected
+            | ProxyError::Unauthorized(_)
+            | ProxyError::RateLimited
+            | ProxyError::UnsupportedMediaType
+            | ProxyError::InvalidJson
+            | ProxyError::LengthRequired => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
@@ -72,6 +93,12 @@ impl ProxyError {
             ProxyError::ClientGone => 400,
             ProxyError::ConnectFailed | ProxyError::UpstreamClosed | ProxyError::BadResponse(_) => 502,
             ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout => 504,
+            ProxyError::Forbidden | ProxyError::CorsRejected => 403,
+            ProxyError::Unauthorized(_) => 401,
+            ProxyError::RateLimited => 429,
+            ProxyError::UnsupportedMediaType => 415,
+            ProxyError::InvalidJson => 400,
+            ProxyError::LengthRequired => 411,
             ProxyError::Internal => 500,
         }
     }
@@ -97,6 +124,13 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamClosed => "upstream_closed",
             ProxyError::BadResponse(_) => "upstream_bad_response",
+            ProxyError::Forbidden => "forbidden",
+            ProxyError::CorsRejected => "cors_rejected",
+            ProxyError::Unauthorized(_) => "unauthorized",
+            ProxyError::RateLimited => "rate_limited",
+            ProxyError::UnsupportedMediaType => "unsupported_media_type",
+            ProxyError::InvalidJson => "invalid_json",
+            ProxyError::LengthRequired => "length_required",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -116,6 +150,13 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "the upstream service did not respond in time",
             ProxyError::UpstreamClosed => "the upstream service closed the connection",
             ProxyError::BadResponse(why) => why,
+            ProxyError::Forbidden => "client address not allowed",
+            ProxyError::CorsRejected => "CORS preflight rejected for this origin, method or headers",
+            ProxyError::Unauthorized(why) => why,
+            ProxyError::RateLimited => "rate limit exceeded",
+            ProxyError::UnsupportedMediaType => "unsupported content type for this route",
+            ProxyError::InvalidJson => "request body is not valid JSON",
+            ProxyError::LengthRequired => "this route needs a Content-Length request body",
             ProxyError::Internal => "internal error",
         }
     }

@@ -14,6 +14,8 @@ use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::io::{write_range, ReadBuf};
 use crate::http::parse::{self, Framing, Version};
 use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
+use crate::policy::chain::{self, Verdict};
+use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
 use crate::runtime::shard::Shard;
 use crate::upstream::UpConn;
@@ -23,6 +25,7 @@ pub struct Client {
     pub stream: TcpStream,
     /// Peer IP as text, for X-Forwarded-For.
     pub ip: Inline<46>,
+    pub peer: std::net::IpAddr,
     pub rbuf: ReadBuf,
 }
 
@@ -45,6 +48,10 @@ struct Plan {
     keep_alive: bool,
     expect_continue: bool,
     request_id: RequestId,
+    /// Lines the policies add to the response (CORS, RateLimit).
+    response_headers: HeaderBuf,
+    /// The body is read whole and checked as JSON before it is forwarded.
+    json_check: bool,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -58,8 +65,8 @@ struct Failure {
     head_request: bool,
     /// Close without answering (the client is gone or sent nothing).
     silent: bool,
-    /// For 405: the route whose methods go in `Allow`.
-    allow_route: Option<usize>,
+    /// Header lines for the error response (Allow, WWW-Authenticate, RateLimit, ...).
+    extra: HeaderBuf,
 }
 
 impl Failure {
@@ -71,7 +78,8 @@ impl Failure {
             can_keep_alive: false,
             head_request: plan.is_some_and(|p| p.head_request),
             silent: false,
-            allow_route: None,
+            // Policy headers (RateLimit, CORS) go on every response of the route, errors too.
+            extra: plan.map(|p| p.response_headers).unwrap_or_default(),
         }
     }
 
@@ -101,6 +109,7 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
         match plan_request(shard, client, out) {
             Planned::Ready(p) => break p,
             Planned::Reject(f) => return Err(f),
+            Planned::Reply(r) => return reply(shard, client, out, r).await,
             Planned::NeedMore => match monoio::time::timeout_at(deadline.into(), client.rbuf.fill(&mut client.stream)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Err(Failure::silent()),
@@ -110,6 +119,7 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
     };
     client.rbuf.consume(plan.head_len);
     let body_timeout = shard.cfg.timeouts.body;
+    // `out` holds the forwarded head from here on.
 
     // 2. `Expect: 100-continue`: the gateway answers it, then the client sends the body.
     if plan.expect_continue && plan.version == Version::Http11 && plan.framing != Framing::None {
@@ -119,12 +129,19 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
         }
     }
 
-    // 3. Whatever of the body already arrived goes out with the head, in one write.
+    // 3. JSON routes: the whole (bounded) body is read and checked before anything is forwarded.
+    if plan.json_check {
+        if let Framing::Length(n) = plan.framing {
+            check_json(shard, client, n as usize, &plan).await?;
+        }
+    }
+
+    // 4. Whatever of the body already arrived goes out with the head, in one write.
     let mut body = RequestBody::new(plan.framing, shard.cfg.limits.max_trailer);
     body.take_prefix(&mut client.rbuf, out, plan.max_body).map_err(|e| Failure::new(e, Some(&plan)))?;
     let replayable = body.is_done();
 
-    // 4. Upstream: pooled or new connection; a stale pooled one is retried once on a fresh one.
+    // 5. Upstream: pooled or new connection; a stale pooled one is retried once on a fresh one.
     let mut connect_tries = shard.upstreams.endpoint_count(plan.service).min(3);
     let mut stale_retry = replayable;
     let (mut up, mut ubuf, resp) = loop {
@@ -158,7 +175,7 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
         }
     };
 
-    // 5. Response head, plus whatever of the body fits, to the client in one write.
+    // 6. Response head, plus whatever of the body fits, to the client in one write.
     let mut rbody = ResponseBody::new(resp.client_framing, resp.upstream_framing, shard.cfg.limits.max_trailer);
     let prefix_ok = rbody.take_prefix(&mut ubuf, out);
     if timed_write(&mut client.stream, out, 0, out.len(), body_timeout).await.is_err() {
@@ -190,6 +207,51 @@ enum Planned {
     NeedMore,
     Ready(Plan),
     Reject(Failure),
+    /// Answered by the gateway itself (a CORS preflight).
+    Reply(Reply),
+}
+
+struct Reply {
+    status: u16,
+    headers: HeaderBuf,
+    request_id: RequestId,
+    head_len: usize,
+    keep_alive: bool,
+}
+
+/// Sends a gateway-made bodiless answer and consumes the request head.
+async fn reply(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, r: Reply) -> Result<Next, Failure> {
+    client.rbuf.consume(r.head_len);
+    let keep = r.keep_alive && !shard.drain.is_draining();
+    out.clear();
+    write::reply_head(out, r.status, r.headers.as_bytes(), r.request_id.as_bytes(), keep);
+    if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+        return Err(Failure::silent());
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// Reads a Content-Length body of `n` bytes whole into the client buffer (the config keeps
+/// `max_json` within one buffer) and refuses it unless it is well-formed JSON.
+async fn check_json(shard: &Shard, client: &mut Client, n: usize, plan: &Plan) -> Result<(), Failure> {
+    client.rbuf.compact();
+    while client.rbuf.pending_len() < n {
+        if client.rbuf.is_full() {
+            return Err(Failure::new(ProxyError::BodyTooLarge, Some(plan)));
+        }
+        match timed_fill(&mut client.stream, &mut client.rbuf, shard.cfg.timeouts.body).await {
+            Ok(k) if k > 0 => {}
+            _ => return Err(Failure::silent()),
+        }
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&client.rbuf.pending()[..n]).is_err() {
+        client.rbuf.consume(n);
+        let mut f = Failure::new(ProxyError::InvalidJson, Some(plan));
+        // The body was read in full, so the connection stays usable.
+        f.can_keep_alive = plan.keep_alive;
+        return Err(f);
+    }
+    Ok(())
 }
 
 /// Parses the head in `client.rbuf` and, when complete, routes it and writes the forwarded head
@@ -208,11 +270,11 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
     }
     let request_id = write::request_id(&req, &shard.ids);
     let head_request = req.method == "HEAD";
-    let reject = |err: ProxyError, allow: Option<usize>| {
+    let reject = |err: ProxyError, extra: HeaderBuf| {
         let mut f = Failure::new(err, None);
         f.request_id = Some(request_id);
         f.head_request = head_request;
-        f.allow_route = allow;
+        f.extra = extra;
         // The head is complete; with no body the connection can carry on after the error.
         f.can_keep_alive = req.framing == Framing::None && req.keep_alive;
         Planned::Reject(f)
@@ -220,19 +282,49 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
     let host = parse::host_without_port(req.host);
     let (route_idx, segments) = match shard.router.lookup(host, req.path, req.method) {
         RouteMatch::Found { route, segments } => (route, segments),
-        RouteMatch::NotFound => return reject(ProxyError::NoRoute, None),
-        RouteMatch::MethodNotAllowed { route } => return reject(ProxyError::MethodNotAllowed, Some(route)),
+        RouteMatch::NotFound => return reject(ProxyError::NoRoute, HeaderBuf::default()),
+        // A CORS preflight is OPTIONS whatever methods the route serves; its policy answers it.
+        RouteMatch::MethodNotAllowed { route } if is_preflight(&req) && shard.cfg.routes[route].policy.cors.is_some() => {
+            (route, 0)
+        }
+        RouteMatch::MethodNotAllowed { route } => {
+            let mut allow = HeaderBuf::default();
+            allow.raw(shard.cfg.routes[route].allow_header.as_bytes());
+            return reject(ProxyError::MethodNotAllowed, allow);
+        }
     };
     let route = &shard.cfg.routes[route_idx];
     // RFC 9110 §15.5.14: refuse an oversized body before reading it when its length is declared.
     if let Framing::Length(n) = req.framing {
         if n > route.max_body {
-            return reject(ProxyError::BodyTooLarge, None);
+            return reject(ProxyError::BodyTooLarge, HeaderBuf::default());
         }
     }
+    // Policies: IP rules, CORS, authentication, rate limits, validation.
+    out.clear();
+    let admitted = match chain::run(shard, route, &req, client.peer, out) {
+        Verdict::Continue(a) => a,
+        Verdict::Reject(err, extra) => return reject(err, extra),
+        Verdict::Reply(status, headers) => {
+            return Planned::Reply(Reply {
+                status,
+                headers,
+                request_id,
+                head_len: req.head_len,
+                keep_alive: req.keep_alive && req.framing == Framing::None,
+            })
+        }
+    };
     let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
     out.clear();
-    let info = ForwardInfo { client_ip: client.ip.as_bytes(), proto: b"http", request_id: request_id.as_bytes(), path };
+    let info = ForwardInfo {
+        client_ip: client.ip.as_bytes(),
+        proto: b"http",
+        request_id: request_id.as_bytes(),
+        path,
+        strip: &route.policy.strip_headers,
+        extra: admitted.forward_headers.as_bytes(),
+    };
     write::request_head(out, buf, &req, &info, &shard.ids);
     Planned::Ready(Plan {
         head_len: req.head_len,
@@ -245,7 +337,13 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         keep_alive: req.keep_alive,
         expect_continue: req.expect_continue,
         request_id,
+        response_headers: admitted.response_headers,
+        json_check: admitted.json_check,
     })
+}
+
+fn is_preflight(req: &parse::RequestHead) -> bool {
+    req.method == "OPTIONS" && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("access-control-request-method"))
 }
 
 /// A pooled connection to the next endpoint, or a new one; on connect failure, the next endpoint.
@@ -346,7 +444,16 @@ fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u
         && !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk)
         && !shard.drain.is_draining();
     out.clear();
-    write::response_head(out, buf, &res, client_framing, plan.version, client_keep_alive, plan.request_id.as_bytes());
+    write::response_head(
+        out,
+        buf,
+        &res,
+        client_framing,
+        plan.version,
+        client_keep_alive,
+        plan.request_id.as_bytes(),
+        plan.response_headers.as_bytes(),
+    );
     let p = ResponsePlan {
         upstream_framing: res.framing,
         client_framing,
@@ -369,7 +476,6 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
         *out = shard.bufs.get();
     }
     out.clear();
-    let allow = f.allow_route.map(|r| shard.cfg.routes[r].allow_header.as_bytes());
     write::error_response(
         out,
         &ErrorResponse {
@@ -379,7 +485,7 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
             request_id: rid.as_bytes(),
             close: !keep,
             head_only: f.head_request,
-            extra: allow,
+            extra: f.extra.as_bytes(),
         },
     );
     if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {

@@ -127,7 +127,9 @@ fn head(rbuf: &ReadBuf, limits: &HeadLimits, opts: &StubOptions, out: &mut Vec<u
         Ok(None) => return Ok(None),
         Err(_) => return Err(()),
     };
-    let rid = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")).map_or(&b""[..], |h| h.value);
+    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&b""[..], |h| h.value);
+    let rid = header("x-request-id");
+    let consumer = header("x-consumer-id");
     let mut body = Vec::with_capacity(opts.body_size + 128);
     body.extend_from_slice(b"{\"service\":\"");
     json_escape(&mut body, opts.name.as_bytes());
@@ -137,6 +139,10 @@ fn head(rbuf: &ReadBuf, limits: &HeadLimits, opts: &StubOptions, out: &mut Vec<u
     json_escape(&mut body, req.target);
     body.extend_from_slice(b"\",\"request_id\":\"");
     json_escape(&mut body, rid);
+    if !consumer.is_empty() {
+        body.extend_from_slice(b"\",\"consumer\":\"");
+        json_escape(&mut body, consumer);
+    }
     body.extend_from_slice(b"\",\"pad\":\"");
     let pad = opts.body_size.saturating_sub(body.len() + 3);
     body.resize(body.len() + pad, b'x');

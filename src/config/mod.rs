@@ -1,6 +1,7 @@
 //! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
 //! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
 
+pub mod policy;
 mod raw;
 pub mod units;
 
@@ -9,7 +10,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use policy::{JwtProvider, PolicyNames, RateLimitDef, RoutePolicy, Security};
 use raw::{RawConfig, RawRoute, RawService};
+use crate::policy::apikey::ApiKeySet;
 use units::{parse_duration, parse_size};
 
 /// Which io driver shards run on.
@@ -29,6 +32,10 @@ pub struct Config {
     pub upstream: UpstreamDefaults,
     pub services: Vec<Service>,
     pub routes: Vec<Route>,
+    pub security: Security,
+    pub jwt: Vec<JwtProvider>,
+    pub api_keys: Vec<ApiKeySet>,
+    pub rate_limits: Vec<RateLimitDef>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,8 +122,9 @@ pub struct Route {
     pub service: usize,
     pub strip_prefix: bool,
     pub max_body: u64,
-    /// `Allow: ...` line sent with 405 answers.
+    /// `Allow: ...\r\n` line sent with 405 answers.
     pub allow_header: String,
+    pub policy: RoutePolicy,
 }
 
 /// One problem in a config file.
@@ -167,11 +175,18 @@ impl Config {
                 fix: "pass an existing file with --config".into(),
             }])
         })?;
-        Config::parse(&text)
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse_in(&text, base)
     }
 
     /// Parses and validates config text, reporting every problem found.
+    /// Parses config text; key files named in it are relative to the current directory.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses config text whose key files are relative to `base` (the config file's folder).
+    pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigErrors(vec![ConfigError {
                 path: String::new(),
@@ -182,7 +197,7 @@ impl Config {
         let mut errors = Vec::new();
         let raw = raw::read(doc, &mut errors);
         let mut checks = Vec::new();
-        let cfg = validate(raw, &mut checks);
+        let cfg = validate(raw, base, &mut checks);
         // A value of the wrong type was left out as if unset; don't also call it missing.
         checks.retain(|e| !errors.iter().any(|shape| is_under(&e.path, &shape.path)));
         errors.append(&mut checks);
@@ -201,7 +216,7 @@ fn is_under(path: &str, key: &str) -> bool {
 }
 
 /// Collects problems into `errors` while reading one field.
-struct Checker<'e> {
+pub(crate) struct Checker<'e> {
     errors: &'e mut Vec<ConfigError>,
 }
 
@@ -252,7 +267,7 @@ impl Checker<'_> {
     }
 }
 
-fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
+fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
     let mut c = Checker { errors };
     let s = &raw.server;
 
@@ -337,8 +352,26 @@ fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
             c.err(format!("services[{i}].name"), format!("service `{name}` is defined twice"), "give each service a unique name");
         }
     }
-    let routes: Vec<Route> =
-        raw.routes.iter().enumerate().map(|(i, rr)| route(&mut c, i, rr, &services, max_body)).collect();
+    let security = policy::security(&mut c, &raw.security);
+    let jwt: Vec<JwtProvider> = raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base)).collect();
+    let api_keys: Vec<ApiKeySet> = raw.api_keys.iter().enumerate().filter_map(|(i, r)| policy::api_keys(&mut c, i, r)).collect();
+    let rate_limits: Vec<RateLimitDef> =
+        raw.rate_limits.iter().enumerate().filter_map(|(i, r)| policy::rate_limit(&mut c, i, r)).collect();
+    let mut names: Vec<&str> = Vec::new();
+    for (kind, n) in jwt.iter().map(|j| ("jwt", j.name.as_str())).chain(api_keys.iter().map(|a| ("api_keys", a.name.as_str()))) {
+        if names.contains(&n) {
+            c.err(kind, format!("`{n}` names more than one [[jwt]] or [[api_keys]] entry"), "give each provider a unique name");
+        }
+        names.push(n);
+    }
+    let policy_names = PolicyNames { jwt: &jwt, api_keys: &api_keys, rate_limits: &rate_limits };
+    let buffer = read_buffer.max(max_head) as u64;
+    let routes: Vec<Route> = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, rr)| route(&mut c, i, rr, &services, max_body, &policy_names, buffer))
+        .collect();
     if raw.routes.is_empty() {
         c.err("routes", "no routes", "add at least one [[routes]] table naming a service");
     }
@@ -358,6 +391,10 @@ fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
         upstream,
         services,
         routes,
+        security,
+        jwt,
+        api_keys,
+        rate_limits,
     })
 }
 
@@ -403,7 +440,15 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
 /// Always returns a route, even one with problems, so that later checks (names, conflicts) see
 /// every route at its own index. A route whose service is unknown gets service 0; the error
 /// already recorded means such a config is never returned.
-fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default_body: u64) -> Route {
+fn route(
+    c: &mut Checker,
+    i: usize,
+    rr: &RawRoute,
+    services: &[Service],
+    default_body: u64,
+    names: &PolicyNames,
+    buffer: u64,
+) -> Route {
     let p = format!("routes[{i}]");
     let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
     let service = match &rr.service {
@@ -481,10 +526,18 @@ fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default
     }
     let max_body = c.size(&format!("{p}.max_body"), &rr.max_body, default_body, 0, u64::MAX);
     let allow_header = if methods.is_empty() {
-        format!("Allow: {}", KNOWN_METHODS.join(", "))
+        format!("Allow: {}\r\n", KNOWN_METHODS.join(", "))
     } else {
-        format!("Allow: {}", methods.join(", "))
+        format!("Allow: {}\r\n", methods.join(", "))
     };
+    let policy = policy::route_policy(c, &p, &rr.auth, &rr.rate_limits, &rr.ip_allow, &rr.ip_deny, &rr.cors, &rr.validate, names);
+    if policy.validate.json && policy.validate.max_json > buffer {
+        c.err(
+            format!("{p}.validate.max_json"),
+            format!("{} bytes is more than a request buffer ({buffer} bytes)", policy.validate.max_json),
+            "lower max_json or raise server.read_buffer: JSON bodies are checked whole in one buffer",
+        );
+    }
     Route {
         name,
         paths,
@@ -494,6 +547,7 @@ fn route(c: &mut Checker, i: usize, rr: &RawRoute, services: &[Service], default
         strip_prefix: rr.strip_prefix.unwrap_or(false),
         max_body,
         allow_header,
+        policy,
     }
 }
 

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
 use super::ConfigError;
 
 #[derive(Debug, Default)]
@@ -16,6 +17,10 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub services: Vec<RawService>,
     pub routes: Vec<RawRoute>,
+    pub security: RawSecurity,
+    pub jwt: Vec<RawJwt>,
+    pub api_keys: Vec<RawApiKeys>,
+    pub rate_limits: Vec<RawRateLimit>,
 }
 
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
@@ -30,6 +35,10 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "upstream" => raw.upstream = table(&key, value, errors),
             "services" => raw.services = tables(&key, value, errors),
             "routes" => raw.routes = tables(&key, value, errors),
+            "security" => raw.security = table(&key, value, errors),
+            "jwt" => raw.jwt = tables(&key, value, errors),
+            "api_keys" => raw.api_keys = tables(&key, value, errors),
+            "rate_limits" => raw.rate_limits = tables(&key, value, errors),
             _ => errors.push(unknown_key(key)),
         }
     }
@@ -78,8 +87,24 @@ fn table<T: DeserializeOwned + Default>(path: &str, value: Value, errors: &mut V
             serde_ignored::deserialize(Value::Table(good), |p| unknown.push(p.to_string())).unwrap_or_default()
         }
     };
-    errors.extend(unknown.into_iter().map(|k| unknown_key(format!("{path}.{k}"))));
+    errors.extend(unknown.into_iter().map(|k| unknown_key(format!("{path}.{}", key_path(&k)))));
     v
+}
+
+/// Turns a `serde_ignored` path (`keys.0.?.x`: `?` marks an Option) into `keys[0].x`.
+fn key_path(ignored: &str) -> String {
+    let mut out = String::new();
+    for seg in ignored.split('.').filter(|s| *s != "?") {
+        if seg.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 /// A `[[name]]` array of tables; a bad element still takes its place so indices stay true.
@@ -148,4 +173,10 @@ pub struct RawRoute {
     pub service: Option<String>,
     pub strip_prefix: Option<bool>,
     pub max_body: Option<String>,
+    pub auth: Option<Vec<String>>,
+    pub rate_limits: Option<Vec<String>>,
+    pub ip_allow: Option<Vec<String>>,
+    pub ip_deny: Option<Vec<String>>,
+    pub cors: Option<RawCors>,
+    pub validate: Option<RawValidate>,
 }

@@ -71,7 +71,14 @@ fn shipped_config_parses() {
 
     let route = |name: &str| cfg.routes.iter().find(|r| r.name == name).unwrap();
     assert_eq!(route("users").methods, ["GET", "POST", "PUT", "DELETE"]);
-    assert_eq!(route("users").allow_header, "Allow: GET, POST, PUT, DELETE");
+    assert_eq!(route("users").allow_header, "Allow: GET, POST, PUT, DELETE\r\n");
+    // The demo's policies: a rate limit and CORS on users, a JWT on orders, an API key on products.
+    assert_eq!(route("users").policy.rate_limits, [0]);
+    assert!(route("users").policy.cors.is_some());
+    assert_eq!(route("orders").policy.auth, [super::policy::AuthRef::Jwt(0)]);
+    assert!(route("orders").policy.validate.json);
+    assert_eq!(route("products").policy.auth, [super::policy::AuthRef::ApiKey(0)]);
+    assert_eq!(route("orders").policy.strip_headers, ["X-Consumer-Id"]);
     assert_eq!(route("orders").max_body, 1 << 20);
     assert_eq!(route("orders").service, 1);
     let products = route("products");
@@ -396,10 +403,10 @@ fn route_methods_are_checked() {
     ]);
     let cfg = parse_ok(&with_methods(r#"["get", "Post", "GET"]"#));
     assert_eq!(cfg.routes[0].methods, ["GET", "POST"]);
-    assert_eq!(cfg.routes[0].allow_header, "Allow: GET, POST");
+    assert_eq!(cfg.routes[0].allow_header, "Allow: GET, POST\r\n");
     let cfg = parse_ok(&with_services(ONE_ROUTE));
     assert!(cfg.routes[0].methods.is_empty());
-    assert_eq!(cfg.routes[0].allow_header, format!("Allow: {}", KNOWN_METHODS.join(", ")));
+    assert_eq!(cfg.routes[0].allow_header, format!("Allow: {}\r\n", KNOWN_METHODS.join(", ")));
 }
 
 #[test]
@@ -433,4 +440,34 @@ fn errors_print_path_problem_and_fix() {
     let text = err.to_string();
     assert!(text.starts_with("1 error in config:\n"), "{text}");
     assert!(text.contains("routes[0].service: no service named `user`\n    fix: use one of: users, orders"), "{text}");
+}
+
+#[test]
+fn policy_errors_are_reported_with_their_key_paths() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let jwt_hs = "[[jwt]]\nname = \"main\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    check_paths(&[
+        ("unknown auth provider", route("auth = [\"nope\"]"), &["routes[0].auth[0]"]),
+        ("unknown rate limit", route("rate_limits = [\"nope\"]"), &["routes[0].rate_limits[0]"]),
+        ("bad route CIDR", route("ip_allow = [\"10.0.0.1/8\"]"), &["routes[0].ip_allow[0]"]),
+        ("bad server CIDR", format!("[security]\nip_deny = [\"x\"]\n{}", route("")), &["security.ip_deny[0]"]),
+        (
+            "consumer limit needs auth",
+            format!("[[rate_limits]]\nname = \"c\"\nrequests = 1\nkey = \"consumer\"\n{}", route("rate_limits = [\"c\"]")),
+            &["routes[0].rate_limits"],
+        ),
+        ("limit without requests", format!("[[rate_limits]]\nname = \"c\"\n{}", route("")), &["rate_limits[0].requests"]),
+        ("bad limit key", format!("[[rate_limits]]\nname = \"c\"\nrequests = 1\nkey = \"cookie\"\n{}", route("")), &["rate_limits[0].key"]),
+        ("jwt key without alg", format!("[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nsecret = \"s\"\n{}", route("")), &["jwt[0].keys[0].alg"]),
+        ("jwt without keys", format!("[[jwt]]\nname = \"j\"\n{}", route("")), &["jwt[0].keys"]),
+        ("short HS256 secret", format!("[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"short\"\n{}", route("")), &["jwt[0]"]),
+        ("missing PEM file", format!("[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"RS256\"\npem_file = \"/nonexistent.pem\"\n{}", route("")), &["jwt[0]"]),
+        ("bad api key digest", format!("[[api_keys]]\nname = \"k\"\nkeys = [{{ consumer = \"a\", sha256 = \"xyz\" }}]\n{}", route("")), &["api_keys[0].keys"]),
+        ("wildcard CORS with credentials", route("[routes.cors]\nallow_origins = [\"*\"]\nallow_credentials = true"), &["routes[0].cors"]),
+        ("max_json over the buffer", route("[routes.validate]\njson = true\nmax_json = \"1MiB\""), &["routes[0].validate.max_json"]),
+        ("unknown key in cors", route("[routes.cors]\nallow_origin = [\"*\"]"), &["routes[0].cors.allow_origin"]),
+        ("unknown key in a jwt key", format!("{jwt_hs}kind = \"x\"\n{}", route("")), &["jwt[0].keys[0].kind"]),
+    ]);
+    let ok = parse_ok(&format!("{jwt_hs}{}", route("auth = [\"main\"]")));
+    assert_eq!(ok.routes[0].policy.auth, [super::policy::AuthRef::Jwt(0)]);
 }

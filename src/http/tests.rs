@@ -796,6 +796,8 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
         proto: b"http",
         request_id: id.as_bytes(),
         path: path.map_or(req.path, str::as_bytes),
+        strip: &[],
+        extra: b"",
     };
     let mut out = Vec::new();
     request_head(&mut out, raw, &req, &info, &ids);
@@ -864,7 +866,7 @@ fn respond(raw: &[u8], method: &str, client: Version, keep_alive: bool) -> Strin
     let res = parse_response(raw, &mut headers, method == "HEAD", 4096).expect("valid").expect("complete");
     let framing = client_framing(&res, client);
     let mut out = Vec::new();
-    response_head(&mut out, raw, &res, framing, client, keep_alive, b"rid-1");
+    response_head(&mut out, raw, &res, framing, client, keep_alive, b"rid-1", b"");
     String::from_utf8(out).expect("ASCII head")
 }
 
@@ -917,7 +919,7 @@ fn error_responses() {
     let rows: &[(&str, u16, &str, bool, bool, Option<&[u8]>, &str)] = &[
         ("400 keeps the connection", 400, "bad_request", false, false, None, "HTTP/1.1 400 Bad Request"),
         ("431 closes", 431, "head_too_large", true, false, None, "HTTP/1.1 431 Request Header Fields Too Large"),
-        ("405 with Allow", 405, "method_not_allowed", false, false, Some(b"Allow: GET, HEAD"), "HTTP/1.1 405 Method Not Allowed"),
+        ("405 with Allow", 405, "method_not_allowed", false, false, Some(b"Allow: GET, HEAD\r\n"), "HTTP/1.1 405 Method Not Allowed"),
         ("502 to a HEAD request has no body", 502, "bad_gateway", false, true, None, "HTTP/1.1 502 Bad Gateway"),
         ("414", 414, "target_too_long", true, false, None, "HTTP/1.1 414 URI Too Long"),
         ("417", 417, "expectation_failed", true, false, None, "HTTP/1.1 417 Expectation Failed"),
@@ -932,7 +934,7 @@ fn error_responses() {
             request_id: b"rid-7",
             close,
             head_only,
-            extra,
+            extra: extra.unwrap_or(b""),
         };
         let mut out = Vec::new();
         error_response(&mut out, &e);

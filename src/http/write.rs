@@ -195,6 +195,10 @@ pub struct ForwardInfo<'a> {
     pub request_id: &'a [u8],
     /// Path to send (after `strip_prefix`), without the query.
     pub path: &'a [u8],
+    /// Header names the gateway sets itself from verified credentials: client copies are dropped.
+    pub strip: &'a [String],
+    /// Lines to add (each ending with CRLF), e.g. forwarded claims.
+    pub extra: &'a [u8],
 }
 
 /// Writes the request head sent upstream: HTTP/1.1, hop-by-hop fields removed, framing
@@ -217,6 +221,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
             || name.eq_ignore_ascii_case(b"x-request-id")
             // The gateway answers `100 Continue` itself before streaming the body.
             || name.eq_ignore_ascii_case(b"expect")
+            || info.strip.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(name))
         {
             if name.eq_ignore_ascii_case(b"x-forwarded-for") {
                 xff_seen = true;
@@ -268,6 +273,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
         put_field(out, b"X-Forwarded-Host", req.host);
     }
     put_field(out, b"X-Request-Id", info.request_id);
+    out.extend_from_slice(info.extra);
     if !trace_ok {
         put_field(out, b"traceparent", ids.traceparent().as_bytes());
     }
@@ -308,6 +314,7 @@ pub fn response_head(
     client: Version,
     keep_alive: bool,
     request_id: &[u8],
+    extra: &[u8],
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(res.code));
@@ -344,6 +351,22 @@ pub fn response_head(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     put_field(out, b"X-Request-Id", request_id);
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A bodiless answer made by the gateway itself (a CORS preflight's 204).
+pub fn reply_head(out: &mut Vec<u8>, status: u16, extra: &[u8], request_id: &[u8], keep_alive: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    put_field(out, b"X-Request-Id", request_id);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -364,7 +387,13 @@ pub fn informational_head(out: &mut Vec<u8>, buf: &[u8], res: &ResponseHead) {
 
 pub fn reason(status: u16) -> &'static str {
     match status {
+        204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        411 => "Length Required",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -391,8 +420,8 @@ pub struct ErrorResponse<'a> {
     pub request_id: &'a [u8],
     pub close: bool,
     pub head_only: bool,
-    /// Extra header line without CRLF, e.g. `Allow: GET, POST`.
-    pub extra: Option<&'a [u8]>,
+    /// Extra header lines, each ending with CRLF (e.g. `Allow: GET, POST\r\n`).
+    pub extra: &'a [u8],
 }
 
 pub fn error_response(out: &mut Vec<u8>, e: &ErrorResponse) {
@@ -420,10 +449,7 @@ pub fn error_response(out: &mut Vec<u8>, e: &ErrorResponse) {
     if e.close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    if let Some(x) = e.extra {
-        out.extend_from_slice(x);
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(e.extra);
     put_field(out, b"X-Request-Id", e.request_id);
     out.extend_from_slice(b"\r\n");
     if !e.head_only {

@@ -27,6 +27,7 @@ fn route(name: &str, paths: &[&str], hosts: &[&str], methods: &[&str]) -> Route 
         strip_prefix: false,
         max_body: 0,
         allow_header: String::new(),
+        policy: Default::default(),
     }
 }
 

@@ -21,7 +21,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let _ = write!(w, "{}", peer.ip());
         46 - w.len()
     };
-    let mut client = Client { stream, ip: Inline::new(&ip[..ip_len]), rbuf: ReadBuf::default() };
+    let mut client = Client { stream, ip: Inline::new(&ip[..ip_len]), peer: peer.ip(), rbuf: ReadBuf::default() };
     let timeouts = &shard.cfg.timeouts;
     let mut first = true;
     loop {

@@ -70,7 +70,7 @@ impl Gateway {
             addrs.push(addr);
         }
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-        let global = Arc::new(Global::default());
+        let global = Arc::new(Global::new(&cfg));
         let mut threads = Vec::new();
         for (id, ls) in listeners.into_iter().enumerate() {
             let cfg = cfg.clone();
@@ -126,6 +126,11 @@ impl Gateway {
 
     pub fn open_connections(&self) -> usize {
         self.global.conns.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept because their client address was at its cap.
+    pub fn refused_per_ip(&self) -> usize {
+        self.global.refused_per_ip.load(Ordering::Relaxed)
     }
 }
 
@@ -204,13 +209,14 @@ async fn housekeeping(shard: Rc<Shard>) {
     }
 }
 
-/// Counts a connection on its shard and globally for as long as it lives.
-struct ConnGuard(Rc<Shard>);
+/// Counts a connection on its shard, globally and per client address for as long as it lives.
+struct ConnGuard(Rc<Shard>, std::net::IpAddr);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.conns.set(self.0.conns.get() - 1);
         self.0.global.conns.fetch_sub(1, Ordering::Relaxed);
+        self.0.global.release_ip(self.1, self.0.cfg.security.max_connections_per_ip);
     }
 }
 
@@ -231,9 +237,13 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Over its per-address cap: closed at once (dropping the stream), and counted.
+                if !shard.global.admit_ip(peer.ip(), shard.cfg.security.max_connections_per_ip) {
+                    continue;
+                }
                 shard.conns.set(shard.conns.get() + 1);
                 shard.global.conns.fetch_add(1, Ordering::Relaxed);
-                let guard = ConnGuard(shard.clone());
+                let guard = ConnGuard(shard.clone(), peer.ip());
                 monoio::spawn(async move {
                     let shard = guard.0.clone();
                     // A panic while serving one connection closes that connection only.
