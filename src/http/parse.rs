@@ -352,9 +352,8 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 
 /// Splits a request-target into (authority for absolute-form, path, query).
 fn split_target(target: &[u8]) -> Result<(Option<&[u8]>, &[u8], &[u8]), HeadError> {
-    let (authority, rest) = if target.first() == Some(&b'/') {
-        (None, target)
-    } else if target == b"*" {
+    // Origin-form ("/path?q") and asterisk-form ("*") carry no authority.
+    let (authority, rest) = if target.first() == Some(&b'/') || target == b"*" {
         (None, target)
     } else if let Some(after) = strip_prefix_ci(target, b"http://").or_else(|| strip_prefix_ci(target, b"https://")) {
         let end = after.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after.len());

@@ -124,7 +124,7 @@ impl Router {
                 }
             }
         }
-        r.suffix_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r.suffix_hosts.sort_by_key(|(sfx, _)| std::cmp::Reverse(sfx.len()));
         r
     }
 

@@ -200,10 +200,10 @@ async fn housekeeping(shard: Rc<Shard>) {
             return;
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             shard.drain.tick(Instant::now());
         }
-        if ticks % 20 == 0 {
+        if ticks.is_multiple_of(20) {
             shard.upstreams.sweep();
         }
     }
