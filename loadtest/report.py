@@ -10,6 +10,7 @@ RUN_DIR holds
   TARGET.{wrk,oha}.env     cpu_ticks (used by the target during the run), rss_kib
   TARGET.idle.json         idle_conns.py summary (only with --idle-conns)
   TARGET.idle.env          rss_before_kib, rss_after_kib (only with --idle-conns)
+  notes.txt                what the scenario compares, one line each (optional)
 
 Prints the results table and the ringgate/nginx ratios, and writes the same
 data as JSON to JSON_OUT. Standard library only.
@@ -175,6 +176,8 @@ def print_report(params, runs, idle, ratios):
     print(f"scenario {params['scenario']}: {params['duration_s']} s per run, "
           f"{params['connections']} connections, open loop at {params['rate']} req/s, "
           f"{params['body_size']} B bodies, {params['cpus']} CPUs")
+    for note in params.get("notes", []):
+        print(f"  {note}")
     header = ("target", "mode", "rps", "p50 ms", "p99 ms", "p99.9 ms",
               "errors", "cpu µs/req", "RSS MiB")
     widths = (9, 4, 10, 8, 8, 9, 7, 11, 8)
@@ -232,6 +235,9 @@ def main():
         sys.exit(__doc__.split("\n\n")[1])
     run_dir, json_out = Path(sys.argv[1]), Path(sys.argv[2])
     params = read_env(run_dir / "params.env")
+    notes = run_dir / "notes.txt"
+    if notes.exists():
+        params["notes"] = notes.read_text().splitlines()
     runs = load_runs(run_dir, params)
     idle = load_idle(run_dir, params)
     ratios = compute_ratios(params, runs, idle)

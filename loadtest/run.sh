@@ -76,12 +76,12 @@ done
 ((DURATION > 0 && CONNECTIONS > 0)) || die "--duration and --connections must be > 0"
 [[ -z $RATE ]] || ((RATE > 0)) || die "--rate must be > 0"
 [[ -f "$HERE/scenarios/$SCENARIO.sh" ]] || die "no scenario '$SCENARIO' in $HERE/scenarios"
+# Optional scenario settings (see scenarios/plain.sh), empty unless the scenario sets them.
+SCENARIO_NOTES=()
+SCENARIO_WRK_LUA=""
+SCENARIO_WRK_ARGS=()
 # shellcheck source=scenarios/plain.sh
 source "$HERE/scenarios/$SCENARIO.sh"
-
-# Request headers from the scenario, as arguments for wrk and oha (same syntax).
-HEADER_ARGS=()
-for h in "${SCENARIO_HEADERS[@]}"; do HEADER_ARGS+=(-H "$h"); done
 
 # ---------------------------------------------------------------- tools ----
 
@@ -303,6 +303,29 @@ WORK=$(mktemp -d /tmp/ringgate-loadtest.XXXXXX)
 chmod 755 "$WORK"  # nginx workers may run as an unprivileged user
 RUNS="$WORK/runs"
 mkdir "$RUNS"
+
+# Scenario setup (e.g. keys and tokens), in a directory of its own.
+if declare -F scenario_setup >/dev/null; then
+    mkdir "$WORK/scenario"
+    scenario_setup "$WORK/scenario"
+fi
+
+# Request headers from the scenario, as arguments for wrk and oha (same syntax).
+HEADER_ARGS=()
+for h in "${SCENARIO_HEADERS[@]}"; do HEADER_ARGS+=(-H "$h"); done
+
+# wrk takes one script: the scenario's request script, if any, goes in front of
+# wrk_report.lua, and the warm-up uses it too so it sends the same requests.
+WRK_REPORT=(-s "$HERE/wrk_report.lua")
+WRK_WARMUP=()
+WRK_TAIL=()
+if [[ -n $SCENARIO_WRK_LUA ]]; then
+    cat "$SCENARIO_WRK_LUA" "$HERE/wrk_report.lua" >"$WORK/wrk.lua"
+    WRK_REPORT=(-s "$WORK/wrk.lua")
+    WRK_WARMUP=(-s "$WORK/wrk.lua")
+    WRK_TAIL=(-- "${SCENARIO_WRK_ARGS[@]}")
+fi
+
 read -r GATEWAY_PORT NGINX_PORT STUB_PORT < <(free_ports 3)
 
 # The stub upstream; --workers only if this build's stub has the option.
@@ -321,6 +344,7 @@ start_bg ringgate "${GATEWAY_PIN[@]}" "$BIN" serve --config "$WORK/gateway.toml"
 GATEWAY_PID=$STARTED_PID
 wait_http ringgate "$GATEWAY_PID" "$GATEWAY_PORT"
 log "ringgate on 127.0.0.1:$GATEWAY_PORT (pid $GATEWAY_PID, CPUs $(cpus_of "$GATEWAY_PID"))"
+if declare -F scenario_check >/dev/null; then scenario_check "$GATEWAY_PORT"; fi
 
 declare -A PORT_OF=([ringgate]=$GATEWAY_PORT [direct]=$STUB_PORT)
 TARGETS=(ringgate)
@@ -378,9 +402,10 @@ url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}$SCENARIO_PATH"; }
 for target in "${TARGETS[@]}"; do
     log "$target: warm-up ${WARMUP}s, then wrk ${DURATION}s with $CONNECTIONS connections"
     loadgen "$WARMUP" /dev/null /dev/null \
-        wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${HEADER_ARGS[@]}" "$(url_of "$target")"
+        wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${WRK_WARMUP[@]}" "${HEADER_ARGS[@]}" \
+        "$(url_of "$target")" "${WRK_TAIL[@]}"
     measure "$target" wrk wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-        -s "$HERE/wrk_report.lua" "${HEADER_ARGS[@]}" "$(url_of "$target")"
+        "${WRK_REPORT[@]}" "${HEADER_ARGS[@]}" "$(url_of "$target")" "${WRK_TAIL[@]}"
 done
 
 if [[ -z $RATE ]]; then
@@ -441,6 +466,8 @@ fi
     if ((WITH_NGINX)); then echo "nginx_version=$("$NGINX" -v 2>&1)"; fi
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$RUNS/params.env"
+# What the scenario compares, printed under the table's title.
+if ((${#SCENARIO_NOTES[@]})); then printf '%s\n' "${SCENARIO_NOTES[@]}" >"$RUNS/notes.txt"; fi
 
 mkdir -p "$HERE/results"
 python3 "$HERE/report.py" "$RUNS" "$HERE/results/last.json"

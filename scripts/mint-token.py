@@ -190,7 +190,7 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: scripts/mint-token.py --secret s3cret --sub alice --iss https://issuer.test --aud orders",
+        epilog="example: scripts/mint-token.py --secret \"$(cat secret.txt)\" --sub alice --iss https://issuer.test --aud orders",
     )
     parser.add_argument("--alg", default="HS256", choices=ALGS, metavar="ALG",
                         help="HS256 (default), HS384, HS512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA")
@@ -228,6 +228,10 @@ def main():
             parser.error(f"{args.alg} needs --secret or --secret-base64")
         if not key:
             parser.error("the secret is empty")
+        min_len = HMAC[args.alg]().digest_size
+        if len(key) < min_len:
+            print(f"mint-token: warning: the {args.alg} secret is {len(key)} bytes; RFC 7518 (and ringgate's "
+                  f"config) want at least {min_len}", file=sys.stderr)
         signer = Signer(args.alg, secret=key)
     else:
         if args.secret is not None or args.secret_base64 is not None:

@@ -71,6 +71,18 @@ fn jwt_route_admits_valid_tokens_and_forwards_claims() {
 }
 
 #[test]
+fn jwt_verification_works_without_a_cache() {
+    let up = Upstream::ok(b"ok");
+    let gw = gateway(&up, "", &jwt_table().replace("token_cookie", "cache_size = 0\ntoken_cookie"), "auth = [\"main\"]");
+    let good = hs256(json!({"sub": "bob", "iss": "https://issuer.test", "aud": "orders", "exp": now() + 600}));
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..2 {
+        assert_eq!(c.request(&req("/", &format!("Authorization: Bearer {good}\r\n"))).status, 200);
+    }
+    assert_eq!(up.requests()[1].header("x-consumer-id").as_deref(), Some("bob"));
+}
+
+#[test]
 fn jwt_route_refuses_missing_and_bad_tokens_with_401() {
     let up = Upstream::ok(b"ok");
     let gw = gateway(&up, "", &jwt_table(), "auth = [\"main\"]");

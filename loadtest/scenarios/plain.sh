@@ -10,7 +10,23 @@
 #                             the service to route to is called "bench"
 #   scenario_nginx_locations  prints the nginx location blocks; the upstream
 #                             block is called "backend"
-# A new scenario (e.g. a JWT-protected route) is a new file next to this one.
+# and may define (see jwt-rs256.sh for all of them):
+#   scenario_setup DIR        run once before any server starts, with a fresh
+#                             directory in the run's temporary directory
+#                             (e.g. to make keys and tokens, and set
+#                             SCENARIO_HEADERS from them)
+#   scenario_check PORT       run once ringgate answers on PORT, before any
+#                             load; call `die` if it does not behave as the
+#                             scenario needs
+#   SCENARIO_NOTES            bash array of lines printed under the table's
+#                             title (what exactly is compared)
+#   SCENARIO_WRK_LUA          a wrk script with request() (and init(args)),
+#                             used in front of wrk_report.lua for wrk's warm-up
+#                             and measured runs; oha still sends SCENARIO_HEADERS
+#   SCENARIO_WRK_ARGS         bash array of arguments for that script's init()
+# The functions may use run.sh's own functions and variables (log, die, HERE,
+# ROOT, WORK). A new scenario is a new file next to this one; helpers shared
+# by several scenarios go in lib/, which is not listed as a scenario.
 
 SCENARIO_PATH="/api/bench"
 SCENARIO_HEADERS=()

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::apikey::{query_param, KeyLocation};
 use super::cors::CorsOutcome;
 use super::ip;
+use super::jwt::Claims;
 use super::ratelimit::{self, Decision, Limiter};
 use super::HeaderBuf;
 use crate::config::policy::{AuthRef, LimitKey};
@@ -194,23 +195,27 @@ fn authenticate(
                     .or_else(|| p.token_cookie.as_deref().and_then(|c| cookie(req, c)))
                     .or_else(|| p.token_query.as_deref().and_then(|q| query_param(req.query, q.as_bytes())));
                 let Some(token) = token else { continue };
-                let mut cache = shard.token_caches[i].borrow_mut();
-                if cache.get(token, now).is_none() {
-                    match p.verifier.0.verify(token, now) {
-                        Ok(claims) => cache.insert(token, claims, now),
-                        Err(e) => {
-                            failure = (e.message(), true);
-                            continue;
+                // Forwards the claims and names the consumer for an accepted token.
+                let mut admit = |claims: &Claims| {
+                    for ((_, header), value) in p.verifier.0.forward_claims().iter().zip(&claims.forwarded) {
+                        if let Some(v) = value {
+                            forward.line(header.as_bytes(), v.as_bytes());
                         }
                     }
+                    claims.sub.as_deref().map(|s| Inline::new(s.as_bytes()))
+                };
+                let mut cache = shard.token_caches[i].borrow_mut();
+                if let Some(claims) = cache.get(token, now) {
+                    return Ok(admit(claims));
                 }
-                let Some(claims) = cache.get(token, now) else { continue };
-                for ((_, header), value) in p.verifier.0.forward_claims().iter().zip(&claims.forwarded) {
-                    if let Some(v) = value {
-                        forward.line(header.as_bytes(), v.as_bytes());
+                match p.verifier.0.verify(token, now) {
+                    Ok(claims) => {
+                        let consumer = admit(&claims);
+                        cache.insert(token, claims, now);
+                        return Ok(consumer);
                     }
+                    Err(e) => failure = (e.message(), true),
                 }
-                return Ok(claims.sub.as_deref().map(|s| Inline::new(s.as_bytes())));
             }
             AuthRef::ApiKey(i) => {
                 let set = &cfg.api_keys[i];
