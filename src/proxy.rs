@@ -467,6 +467,9 @@ fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u
 
 /// Writes the error response for a failed request, if one can still be sent.
 async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f: Failure) -> Next {
+    if !f.silent {
+        tracing::debug!(status = f.err.status(), code = f.err.code(), side = ?f.err.side(), responded = f.responded, "request failed");
+    }
     if f.silent || f.responded {
         return Next::Close;
     }
