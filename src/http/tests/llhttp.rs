@@ -1,13 +1,12 @@
-
 //! `tests/data/llhttp/` holds llhttp's own test cases (markdown: a `## title`, a meta comment, an
 //! ```http block of raw bytes and the ```log of llhttp's events). Every case has a row below with
 //! the outcome ringgate must produce, as a log of what the codec saw; a case without a row, or a
 //! row without a case, fails the test. Where ringgate's verdict (accept or reject) differs from
 //! llhttp's, the row says why.
-/// One case of an llhttp markdown file.
 
 use super::*;
 
+/// One case of an llhttp markdown file.
 struct Case {
     /// `request/uri.md: Fragment in URI`.
     key: String,
