@@ -6,7 +6,6 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use httparse::EMPTY_HEADER;
 use ringgate::config::{HostMatch, PathMatch, Route};
 use ringgate::http::body::ChunkedDecoder;
 use ringgate::http::parse::{parse_request, HeadLimits};
@@ -42,7 +41,7 @@ fn bench_parse(c: &mut Criterion) {
     for (name, head) in [("browser_get", BROWSER_GET), ("api_post", API_POST)] {
         g.throughput(Throughput::Bytes(head.len() as u64));
         g.bench_function(name, |b| {
-            let mut headers = [EMPTY_HEADER; 100];
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
             b.iter(|| {
                 let req = parse_request(black_box(head), &mut headers, &LIMITS).unwrap().unwrap();
                 black_box((req.head_len, req.framing));
@@ -170,7 +169,7 @@ fn bench_router(c: &mut Criterion) {
 }
 
 fn bench_write(c: &mut Criterion) {
-    let mut headers = [EMPTY_HEADER; 100];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
     let req = parse_request(BROWSER_GET, &mut headers, &LIMITS).unwrap().unwrap();
     let ids = Ids::new(0);
     let info = ForwardInfo {

@@ -257,7 +257,7 @@ async fn check_json(shard: &Shard, client: &mut Client, n: usize, plan: &Plan) -
 /// Parses the head in `client.rbuf` and, when complete, routes it and writes the forwarded head
 /// into `out`. Synchronous, so nothing borrowed from the buffer lives across an await.
 fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = client.rbuf.pending();
     let req = match parse::parse_request(buf, &mut headers, &shard.head_limits) {
         Ok(Some(r)) => r,
@@ -419,7 +419,7 @@ enum RespPlanned {
 }
 
 fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = ubuf.pending();
     let res = match parse::parse_response(buf, &mut headers, plan.head_request, shard.head_limits.max_head) {
         Ok(Some(r)) => r,

@@ -121,7 +121,7 @@ async fn serve(mut stream: TcpStream, opts: Rc<StubOptions>) {
 
 /// Parses a request head and prepares the whole response in `out`.
 fn head(rbuf: &ReadBuf, limits: &HeadLimits, opts: &StubOptions, out: &mut Vec<u8>) -> Result<Option<Req>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let req = match parse::parse_request(rbuf.pending(), &mut headers, limits) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),

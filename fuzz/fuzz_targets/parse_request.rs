@@ -3,7 +3,6 @@
 
 #![no_main]
 
-use httparse::EMPTY_HEADER;
 use libfuzzer_sys::fuzz_target;
 use ringgate::http::parse::{parse_request, Framing, HeadLimits};
 
@@ -16,7 +15,7 @@ fn within(whole: &[u8], part: &[u8]) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut headers = [EMPTY_HEADER; 32];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
     let Ok(Some(head)) = parse_request(data, &mut headers, &LIMITS) else { return };
 
     assert!(head.head_len <= data.len() && head.head_len <= LIMITS.max_head);
@@ -39,13 +38,13 @@ fuzz_target!(|data: &[u8]| {
     // The head alone parses the same, and any strict prefix of it asks for more bytes:
     // how reads split a head must not change the answer.
     let (method, path, framing, head_len) = (head.method, head.path, head.framing, head.head_len);
-    let mut again = [EMPTY_HEADER; 32];
+    let mut again = [const { std::mem::MaybeUninit::uninit() }; 32];
     let whole = parse_request(&data[..head_len], &mut again, &LIMITS).unwrap().unwrap();
     assert_eq!((whole.method, whole.path, whole.framing, whole.head_len), (method, path, framing, head_len));
     // Cut points: just short of the end, inside the request line, and at each line's end.
     let line_ends = data[..head_len].iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i);
     for cut in [head_len - 1, head_len / 2, head_len / 3].into_iter().chain(line_ends.take(4)) {
-        let mut part = [EMPTY_HEADER; 32];
+        let mut part = [const { std::mem::MaybeUninit::uninit() }; 32];
         let got = parse_request(&data[..cut], &mut part, &LIMITS);
         assert!(matches!(got, Ok(None)), "prefix of {cut} of {head_len} bytes: {got:?}");
     }

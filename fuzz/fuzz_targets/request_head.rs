@@ -4,7 +4,6 @@
 
 #![no_main]
 
-use httparse::EMPTY_HEADER;
 use libfuzzer_sys::fuzz_target;
 use ringgate::http::parse::{parse_request, HeadLimits, Version};
 use ringgate::http::write::{request_head, ForwardInfo, Ids};
@@ -14,15 +13,15 @@ const LIMITS: HeadLimits = HeadLimits { max_head: 8 << 10, max_target: 2 << 10, 
 const WRITTEN: HeadLimits = HeadLimits { max_head: 64 << 10, max_target: 64 << 10, max_headers: 64 };
 
 fuzz_target!(|data: &[u8]| {
-    let mut headers = [EMPTY_HEADER; 32];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
     let Ok(Some(req)) = parse_request(data, &mut headers, &LIMITS) else { return };
 
     let ids = Ids::new(0);
-    let info = ForwardInfo { client_ip: b"192.0.2.1", proto: b"http", request_id: b"fuzz-1", path: req.path };
+    let info = ForwardInfo { client_ip: b"192.0.2.1", proto: b"http", request_id: b"fuzz-1", path: req.path, strip: &[], extra: b"" };
     let mut out = Vec::new();
     request_head(&mut out, data, &req, &info, &ids);
 
-    let mut again = [EMPTY_HEADER; 64];
+    let mut again = [const { std::mem::MaybeUninit::uninit() }; 64];
     let fwd = match parse_request(&out, &mut again, &WRITTEN) {
         Ok(Some(fwd)) => fwd,
         other => panic!(

@@ -1,7 +1,9 @@
 //! Request and response heads: `httparse` over the connection buffer, then the framing decisions
 //! of RFC 9112 §6. Results borrow the buffer; nothing here allocates.
 
-use httparse::{Header, Status};
+use std::mem::MaybeUninit;
+
+use httparse::{Header, ParserConfig, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -142,14 +144,18 @@ fn version_of(v: Option<u8>) -> Version {
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed and the
 /// limits still allow them.
+///
+/// `headers` may be uninitialised (`[const { MaybeUninit::uninit() }; N]`): httparse writes the
+/// ones it parses, so the hot path never clears a large header array.
 pub fn parse_request<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead<'b, 'h>>, HeadError> {
     let max_headers = limits.max_headers.min(headers.len());
-    let mut req = httparse::Request::new(&mut headers[..max_headers]);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, &mut headers[..max_headers]);
+    let head_len = match parsed {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) => {
             check_partial_request(buf, limits)?;
@@ -580,12 +586,13 @@ pub struct BadResponse(pub &'static str);
 /// Parses a response head. `head_request` is true when answering HEAD (no body follows).
 pub fn parse_response<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
     head_request: bool,
     max_head: usize,
 ) -> Result<Option<ResponseHead<'b, 'h>>, BadResponse> {
-    let mut res = httparse::Response::new(headers);
-    let head_len = match res.parse(buf) {
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, headers);
+    let head_len = match parsed {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) if buf.len() >= max_head => return Err(BadResponse("response head too large")),
         Ok(Status::Partial) => return Ok(None),

@@ -99,7 +99,7 @@ impl Req {
 }
 
 fn parse_req(input: &[u8], limits: &HeadLimits) -> Req {
-    let mut headers = [EMPTY_HEADER; 32];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
     match parse_request(input, &mut headers, limits) {
         Ok(None) => Req::Partial,
         Err(e) => Req::Err(e),
@@ -424,7 +424,7 @@ impl Res {
 }
 
 fn parse_res(input: &[u8], method: &str) -> Res {
-    let mut headers = [EMPTY_HEADER; 16];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 16];
     match parse_response(input, &mut headers, method == "HEAD", RES_MAX_HEAD) {
         Ok(None) => Res::Partial,
         Err(e) => Res::Err(e.0),
@@ -538,11 +538,11 @@ fn long_method_counts_toward_the_head_not_the_target() {
     let head = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(2100));
     let bytes = head.as_bytes();
     for cut in 0..bytes.len() {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 16];
         let r = parse_request(&bytes[..cut], &mut headers, &limits);
         assert!(matches!(r, Ok(None)), "prefix of {cut} bytes: {r:?}");
     }
-    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 16];
     let r = parse_request(bytes, &mut headers, &limits).expect("valid").expect("complete");
     assert_eq!(r.method.len(), 2100);
 }

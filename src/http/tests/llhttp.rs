@@ -159,7 +159,7 @@ fn request_log(input: &[u8], _skip_body: bool) -> (String, Option<usize>) {
     let mut first_head = None;
     let mut at = 0;
     while !only_line_ends(&input[at..]) {
-        let mut headers = [EMPTY_HEADER; 100];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
         let head = match parse_request(&input[at..], &mut headers, &limits) {
             Ok(Some(h)) => h,
             Ok(None) => {
@@ -214,7 +214,7 @@ fn response_log(input: &[u8], head_request: bool) -> (String, Option<usize>) {
     let mut first_head = None;
     let mut at = 0;
     while !only_line_ends(&input[at..]) {
-        let mut headers = [EMPTY_HEADER; 100];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
         let head = match parse_response(&input[at..], &mut headers, head_request, 16 << 10) {
             Ok(Some(h)) => h,
             Ok(None) => {

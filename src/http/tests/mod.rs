@@ -2,7 +2,6 @@
 //! head writers, and the llhttp corpus in `tests/data/llhttp/` with ringgate's verdict on every
 //! case. Rows are `(name, bytes, expect)`; a failing row names itself and shows its bytes.
 
-use httparse::EMPTY_HEADER;
 
 use super::body::{ChunkError, ChunkedDecoder, Step};
 use super::parse::{parse_request, parse_response, Framing, HeadError, HeadLimits, Version};

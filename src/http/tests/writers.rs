@@ -60,7 +60,7 @@ fn check_lines(name: &str, out: &str, want: &[&str], absent: &[&str]) {
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn forward(raw: &[u8], path: Option<&str>) -> String {
-    let mut headers = [EMPTY_HEADER; 32];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
     let req = parse_request(raw, &mut headers, &LIMITS).expect("valid").expect("complete");
     let ids = Ids::new(7);
     let id = crate::http::write::request_id(&req, &ids);
@@ -75,7 +75,7 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
     let mut out = Vec::new();
     request_head(&mut out, raw, &req, &info, &ids);
     // What goes upstream must pass ringgate's own (strict) parser.
-    let mut again = [EMPTY_HEADER; 32];
+    let mut again = [const { std::mem::MaybeUninit::uninit() }; 32];
     let parsed = parse_request(&out, &mut again, &LIMITS);
     assert!(matches!(parsed, Ok(Some(_))), "forwarded head does not parse ({parsed:?}): {}", show(&out));
     String::from_utf8(out).expect("ASCII head")
@@ -135,7 +135,7 @@ fn forwarded_request_heads() {
 }
 
 fn respond(raw: &[u8], method: &str, client: Version, keep_alive: bool) -> String {
-    let mut headers = [EMPTY_HEADER; 32];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
     let res = parse_response(raw, &mut headers, method == "HEAD", 4096).expect("valid").expect("complete");
     let framing = client_framing(&res, client);
     let mut out = Vec::new();
@@ -181,7 +181,7 @@ fn client_response_heads() {
         if *client == Version::Http11 && *keep_alive {
             assert!(!out.to_ascii_lowercase().contains("\r\nconnection:"), "row `{name}`: needless Connection in\n{out}");
         }
-        let mut headers = [EMPTY_HEADER; 32];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 32];
         let parsed = parse_response(out.as_bytes(), &mut headers, *method == "HEAD", 4096);
         assert!(matches!(parsed, Ok(Some(_))), "row `{name}`: written head does not parse: {out:?}");
     }
@@ -211,7 +211,7 @@ fn error_responses() {
         };
         let mut out = Vec::new();
         error_response(&mut out, &e);
-        let mut headers = [EMPTY_HEADER; 16];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 16];
         let res = parse_response(&out, &mut headers, head_only, 4096).expect("valid").expect("complete");
         let head = std::str::from_utf8(&out[..res.head_len]).expect("ASCII head");
         check_lines(name, head, &["Content-Type: application/json", "X-Request-Id: rid-7"], &[]);
