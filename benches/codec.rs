@@ -179,6 +179,7 @@ fn bench_write(c: &mut Criterion) {
         path: req.path,
         strip: &[],
         extra: b"",
+        default_host: b"svc",
     };
     let mut out = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("write");

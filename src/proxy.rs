@@ -324,6 +324,7 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         path,
         strip: &route.policy.strip_headers,
         extra: admitted.forward_headers.as_bytes(),
+        default_host: shard.cfg.services[route.service].name.as_bytes(),
     };
     write::request_head(out, buf, &req, &info, &shard.ids);
     Planned::Ready(Plan {

@@ -169,8 +169,9 @@ fn http10_clients_get_close_or_keep_alive_as_asked() {
     assert_eq!(r.body, b"old");
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(c.is_closed());
-    // The upstream still gets a well-formed HTTP/1.1 request.
+    // The upstream still gets a well-formed HTTP/1.1 request, with the service as its Host.
     assert_eq!(up.requests()[0].request_line(), "GET / HTTP/1.1");
+    assert_eq!(up.requests()[0].headers("host"), vec!["svc"]);
 
     let mut c = Client::connect(gw.addr);
     let r = c.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nHost: h\r\n\r\n");

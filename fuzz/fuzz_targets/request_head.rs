@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Some(req)) = parse_request(data, &mut headers, &LIMITS) else { return };
 
     let ids = Ids::new(0);
-    let info = ForwardInfo { client_ip: b"192.0.2.1", proto: b"http", request_id: b"fuzz-1", path: req.path, strip: &[], extra: b"" };
+    let info = ForwardInfo { client_ip: b"192.0.2.1", proto: b"http", request_id: b"fuzz-1", path: req.path, strip: &[], extra: b"", default_host: b"svc" };
     let mut out = Vec::new();
     request_head(&mut out, data, &req, &info, &ids);
 

@@ -199,6 +199,8 @@ pub struct ForwardInfo<'a> {
     pub strip: &'a [String],
     /// Lines to add (each ending with CRLF), e.g. forwarded claims.
     pub extra: &'a [u8],
+    /// Host sent upstream when the client named none (HTTP/1.0 without Host).
+    pub default_host: &'a [u8],
 }
 
 /// Writes the request head sent upstream: HTTP/1.1, hop-by-hop fields removed, framing
@@ -244,7 +246,9 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
         put_header(out, buf, h);
     }
     if !host_seen || req.target.first() != Some(&b'/') {
-        put_field(out, b"Host", req.host);
+        // An HTTP/1.0 request may come without any host; name the service instead, as nginx
+        // names its upstream group, so the upstream never sees an empty Host.
+        put_field(out, b"Host", if req.host.is_empty() { info.default_host } else { req.host });
     }
     match req.framing {
         Framing::Length(n) => {

@@ -71,6 +71,7 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
         path: path.map_or(req.path, str::as_bytes),
         strip: &[],
         extra: b"",
+        default_host: b"svc",
     };
     let mut out = Vec::new();
     request_head(&mut out, raw, &req, &info, &ids);
