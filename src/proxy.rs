@@ -1,6 +1,7 @@
-//! The request path, top to bottom: read the head → route → forward head and body upstream
-//! (pool, one retry on a stale connection) → read the response head → forward head and body to
-//! the client → decide keep-alive. Every failure becomes a `ProxyError`, answered in one place.
+//! The request path, top to bottom: read the head → route → policies (IP rules, CORS, auth,
+//! rate limits, validation) → forward head and body upstream (pool, one retry on a stale
+//! connection) → read the response head → forward head and body to the client → decide
+//! keep-alive. Every failure becomes a `ProxyError`, answered in one place.
 //! Never allocates per request in steady state: buffers come from the shard pool.
 
 use std::time::{Duration, Instant};
