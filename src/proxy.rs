@@ -187,7 +187,7 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
         shard.bufs.put(ubuf.data);
         return Err(Failure::after_response(e));
     }
-    let relayed = rbody.relay(&mut up.stream, &mut ubuf, &mut client.stream, body_timeout).await;
+    let relayed = rbody.relay(&mut up.stream, &mut ubuf, &mut client.stream, out, body_timeout).await;
     let leftover = ubuf.pending_len();
     shard.bufs.put(std::mem::take(&mut ubuf.data));
     match relayed {
@@ -628,6 +628,28 @@ impl RequestBody {
     }
 }
 
+/// Bytes of chunk framing around the data: up to 16 hex digits, CRLF, CRLF.
+const CHUNK_FRAMING: usize = 20;
+
+/// Appends one chunk (`{len:x}\r\n{data}\r\n`).
+fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut n = data.len();
+    loop {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The response body still to forward after the head.
 struct ResponseBody {
     client: ClientFraming,
@@ -663,6 +685,14 @@ impl ResponseBody {
                 self.done = done;
                 n
             }
+            (ClientFraming::Rechunk, _) => {
+                let n = avail.len().min(room.saturating_sub(CHUNK_FRAMING));
+                if n > 0 {
+                    put_chunk(out, &avail[..n]);
+                    ubuf.consume(n);
+                }
+                return Ok(());
+            }
             // De-chunking and close-delimited bodies go through `relay`.
             _ => 0,
         };
@@ -671,15 +701,29 @@ impl ResponseBody {
         Ok(())
     }
 
-    async fn relay(&mut self, up: &mut TcpStream, ubuf: &mut ReadBuf, client: &mut TcpStream, dur: Duration) -> Result<(), RelayError> {
+    /// Streams the rest of the body; `out` (its head already sent) is scratch for re-chunking.
+    async fn relay(
+        &mut self,
+        up: &mut TcpStream,
+        ubuf: &mut ReadBuf,
+        client: &mut TcpStream,
+        out: &mut Vec<u8>,
+        dur: Duration,
+    ) -> Result<(), RelayError> {
         while !self.done {
             if ubuf.pending_len() == 0 {
                 let n = timed_fill(up, ubuf, dur).await?;
                 if n == 0 {
-                    if self.client == ClientFraming::UntilClose {
-                        return Ok(());
+                    match self.client {
+                        ClientFraming::UntilClose => return Ok(()),
+                        ClientFraming::Rechunk => {
+                            // The upstream's close ends the body: send the last chunk.
+                            out.clear();
+                            out.extend_from_slice(b"0\r\n\r\n");
+                            return timed_write(client, out, 0, out.len(), dur).await.map_err(|_| RelayError::Write);
+                        }
+                        _ => return Err(RelayError::Truncated),
                     }
-                    return Err(RelayError::Truncated);
                 }
             }
             match (self.client, self.decoder.as_mut()) {
@@ -704,6 +748,14 @@ impl ResponseBody {
                 (ClientFraming::UntilClose, _) => {
                     let n = ubuf.pending_len();
                     forward_pending(client, ubuf, n, dur).await?;
+                }
+                (ClientFraming::Rechunk, _) => {
+                    // At most a buffer's worth less the framing, so `out` never grows.
+                    let n = ubuf.pending_len().min(out.capacity().saturating_sub(CHUNK_FRAMING).max(1));
+                    out.clear();
+                    put_chunk(out, &ubuf.pending()[..n]);
+                    ubuf.consume(n);
+                    timed_write(client, out, 0, out.len(), dur).await.map_err(|_| RelayError::Write)?;
                 }
                 _ => self.done = true,
             }

@@ -216,19 +216,56 @@ fn chunked_response_passes_to_http11_and_is_decoded_for_http10() {
     assert_eq!(body, "Wikipedia");
 }
 
-#[test]
-fn close_delimited_response_is_relayed_and_the_client_connection_closed() {
-    let up = Upstream::start(|c| {
+/// An upstream that answers each connection's one request with a close-delimited body.
+fn close_delimited_upstream(body: &'static [u8]) -> Upstream {
+    Upstream::start(move |c| {
         if c.read_request().is_some() {
-            c.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end");
+            c.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+            c.write(body);
         }
-    });
+    })
+}
+
+#[test]
+fn close_delimited_response_is_rechunked_for_http11_clients() {
+    let up = close_delimited_upstream(b"until the end");
     let gw = Gw::start(&config(&[up.addr], "", ""));
     let mut c = Client::connect(gw.addr);
     let r = c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"until the end");
-    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
+    assert!(r.header("connection").is_none(), "the client connection stays open");
+    // It does: the next request on it is served (by a new upstream connection).
+    assert_eq!(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").body, b"until the end");
+    assert_eq!(up.accepted(), 2);
+
+    // Many chunks: larger than any buffer.
+    let big: &'static [u8] = Box::leak(vec![b'q'; 300_000].into_boxed_slice());
+    let up = close_delimited_upstream(big);
+    let gw = Gw::start(&config(&[up.addr], "", ""));
+    let r = Client::connect(gw.addr).request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.body.len(), big.len());
+    assert!(r.body.iter().all(|&b| b == b'q'));
+
+    // An empty close-delimited body is an empty chunked one.
+    let up = close_delimited_upstream(b"");
+    let gw = Gw::start(&config(&[up.addr], "", ""));
+    let r = Client::connect(gw.addr).request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+}
+
+#[test]
+fn close_delimited_response_is_relayed_to_http10_clients_and_closed() {
+    let up = close_delimited_upstream(b"until the end");
+    let gw = Gw::start(&config(&[up.addr], "", ""));
+    let mut c = Client::connect(gw.addr);
+    c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let rest = String::from_utf8(c.read_to_end()).unwrap();
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert_eq!(body, "until the end");
 }
 
 #[test]

@@ -293,8 +293,11 @@ pub enum ClientFraming {
     Chunked,
     /// Chunked from upstream decoded for an HTTP/1.0 client, ended by close.
     Dechunk,
-    /// Body ends when the connection closes.
+    /// Body ends when the connection closes (HTTP/1.0 clients).
     UntilClose,
+    /// A close-delimited upstream body re-framed as chunked for an HTTP/1.1 client, so the
+    /// client connection can be kept (RFC 9112 §7.1).
+    Rechunk,
 }
 
 /// Chooses the client-side framing for an upstream response.
@@ -304,7 +307,8 @@ pub fn client_framing(res: &ResponseHead, client: Version) -> ClientFraming {
         (Framing::Length(n), _) => ClientFraming::Length(n),
         (Framing::Chunked, Version::Http11) => ClientFraming::Chunked,
         (Framing::Chunked, Version::Http10) => ClientFraming::Dechunk,
-        (Framing::UntilClose, _) => ClientFraming::UntilClose,
+        (Framing::UntilClose, Version::Http11) => ClientFraming::Rechunk,
+        (Framing::UntilClose, Version::Http10) => ClientFraming::UntilClose,
     }
 }
 
@@ -338,7 +342,7 @@ pub fn response_head(
             put_u64(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::Chunked | ClientFraming::Rechunk => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         ClientFraming::None => {
             // HEAD and 304 keep the length the upstream announced (RFC 9110 §8.6).
             if let (Some(n), true) = (res.content_length, res.code >= 200 && res.code != 204) {
