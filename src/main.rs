@@ -1,6 +1,7 @@
 //! The `ringgate` command: `serve` runs the gateway, `check` validates a config, `stub` runs the
 //! stand-in upstream. Signals: SIGTERM/SIGINT drain and stop; a second one stops at once.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
-                println!("{} is valid", config.display());
+                let _ = writeln!(std::io::stdout(), "{} is valid", config.display());
                 print_summary(&cfg, None);
                 ExitCode::SUCCESS
             }
@@ -143,23 +144,30 @@ fn serve(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Prints the listeners, shards, driver and route table. Output errors (a closed pipe, as in
+/// `ringgate check | head`) end the summary quietly instead of panicking.
 fn print_summary(cfg: &Config, gateway: Option<&Gateway>) {
+    let _ = write_summary(&mut std::io::stdout().lock(), cfg, gateway);
+}
+
+fn write_summary(out: &mut impl std::io::Write, cfg: &Config, gateway: Option<&Gateway>) -> std::io::Result<()> {
     let s = &cfg.server;
     match gateway {
         Some(g) => {
             let addrs: Vec<String> = g.addrs.iter().map(|a| a.to_string()).collect();
-            println!(
+            writeln!(
+                out,
                 "ringgate {} listening on {} | shards {} ({}) | driver {}",
                 env!("CARGO_PKG_VERSION"),
                 addrs.join(", "),
                 s.workers,
                 if s.pin_cores { "pinned" } else { "unpinned" },
                 g.driver.name()
-            );
+            )?;
         }
-        None => println!("listen {:?} | shards {}", s.listen, s.workers),
+        None => writeln!(out, "listen {:?} | shards {}", s.listen, s.workers)?,
     }
-    println!("routes:");
+    writeln!(out, "routes:")?;
     for r in &cfg.routes {
         let paths: Vec<String> = r
             .paths
@@ -179,7 +187,8 @@ fn print_summary(cfg: &Config, gateway: Option<&Gateway>) {
             .collect();
         let svc = &cfg.services[r.service];
         let ups: Vec<String> = svc.upstreams.iter().map(|a| a.to_string()).collect();
-        println!(
+        writeln!(
+            out,
             "  {:<12} {:<28} hosts {:<20} methods {:<12} -> {} [{}]{}",
             r.name,
             paths.join(" "),
@@ -188,6 +197,7 @@ fn print_summary(cfg: &Config, gateway: Option<&Gateway>) {
             svc.name,
             ups.join(", "),
             if r.strip_prefix { " (strip prefix)" } else { "" }
-        );
+        )?;
     }
+    Ok(())
 }
