@@ -356,8 +356,11 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
     }
 }
 
-/// Splits a request-target into (authority for absolute-form, path, query).
-fn split_target(target: &[u8]) -> Result<(Option<&[u8]>, &[u8], &[u8]), HeadError> {
+/// (authority for absolute-form, path, query) of a request-target.
+type TargetParts<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
+/// Splits a request-target into its parts.
+fn split_target(target: &[u8]) -> Result<TargetParts<'_>, HeadError> {
     // Origin-form ("/path?q") and asterisk-form ("*") carry no authority.
     let (authority, rest) = if target.first() == Some(&b'/') || target == b"*" {
         (None, target)

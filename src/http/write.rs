@@ -314,6 +314,7 @@ pub fn client_framing(res: &ResponseHead, client: Version) -> ClientFraming {
 
 /// Writes the response head sent to the client. `keep_alive` is the gateway's decision for the
 /// client connection; `client` is the client's HTTP version.
+#[allow(clippy::too_many_arguments)] // each argument is a distinct fact of this one response
 pub fn response_head(
     out: &mut Vec<u8>,
     buf: &[u8],

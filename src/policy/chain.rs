@@ -30,6 +30,9 @@ pub struct Admitted {
     pub json_check: bool,
 }
 
+// Returned once per request and moved straight into the plan; boxing the large variant would
+// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     Continue(Admitted),
     /// Answered by the gateway without an upstream (a CORS preflight): status and headers.
