@@ -176,7 +176,7 @@ fn ip_list(c: &mut Checker, path: &str, v: &Option<Vec<String>>) -> IpList {
 }
 
 fn header_name_ok(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !h.is_empty() && h.bytes().all(crate::http::parse::is_tchar)
 }
 
 pub(crate) fn security(c: &mut Checker, raw: &RawSecurity) -> Security {

@@ -4,6 +4,8 @@
 //! overflow, extensions bounded and checked against their grammar, CRLF (never a bare LF) after
 //! sizes and data, bounded trailers.
 
+use super::parse::is_tchar;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
     BadSize,
@@ -100,9 +102,6 @@ pub struct ChunkedDecoder {
     data_len: u64,
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 impl ChunkedDecoder {
     pub fn new(max_trailer: usize) -> Self {

@@ -467,6 +467,11 @@ pub fn host_without_port(h: &[u8]) -> &[u8] {
     }
 }
 
+/// RFC 9110 §5.6.2 token characters (header names, chunk extension names, ...).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 pub fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
     let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);

@@ -92,6 +92,16 @@ impl<const N: usize> Inline<N> {
 
 pub type RequestId = Inline<64>;
 
+/// An IP address as text (at most 45 characters, IPv6 with embedded IPv4), without allocating.
+pub fn ip_text(ip: std::net::IpAddr) -> Inline<46> {
+    use std::io::Write;
+    let mut buf = [0u8; 46];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let len = 46 - w.len();
+    Inline::new(&buf[..len])
+}
+
 /// Request ids and trace ids for one shard: a random seed plus a counter, no locks.
 pub struct Ids {
     seed: u64,

@@ -16,7 +16,7 @@ use crate::config::policy::{AuthRef, LimitKey};
 use crate::config::Route;
 use crate::error::ProxyError;
 use crate::http::parse::{self, Framing, RequestHead};
-use crate::http::write::Inline;
+use crate::http::write::{ip_text, Inline};
 use crate::runtime::shard::Shard;
 
 /// A request the policies let through, with what they add.
@@ -122,21 +122,16 @@ pub fn run(shard: &Shard, route: &Route, req: &RequestHead, peer: IpAddr, scratc
     if !rp.rate_limits.is_empty() {
         let now = Limiter::now();
         let mut applied: [Option<(&ratelimit::LimitConfig, Decision)>; MAX_LIMITS_PER_ROUTE] = [None; MAX_LIMITS_PER_ROUTE];
-        let mut ip_text = [0u8; 46];
-        let ip_len = {
-            use std::io::Write;
-            let mut w = &mut ip_text[..];
-            let _ = write!(w, "{client}");
-            46 - w.len()
-        };
+        let client_text = ip_text(client);
+        let client_key = client_text.as_bytes();
         let mut rejected = false;
         for (slot, &k) in applied.iter_mut().zip(&rp.rate_limits) {
             let def = &cfg.rate_limits[k];
             let key: &[u8] = match &def.key {
-                LimitKey::ClientIp => &ip_text[..ip_len],
-                LimitKey::Consumer => consumer.as_ref().map_or(&ip_text[..ip_len], |c| c.as_bytes()),
+                LimitKey::ClientIp => client_key,
+                LimitKey::Consumer => consumer.as_ref().map_or(client_key, |c| c.as_bytes()),
                 LimitKey::Route => route.name.as_bytes(),
-                LimitKey::Header(h) => header(req, h).unwrap_or(&ip_text[..ip_len]),
+                LimitKey::Header(h) => header(req, h).unwrap_or(client_key),
             };
             let d = shard.global.limiters[k].check(key, now);
             rejected |= !d.allowed;

@@ -37,6 +37,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::http::parse::is_tchar;
+
 pub use alg::Alg;
 pub use cache::{TokenCache, DEFAULT_TTL_SECS};
 pub use token::MAX_TOKEN_LEN;
@@ -459,9 +461,4 @@ fn forwarded_value(value: Option<&Value>) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
-}
-
-/// RFC 9110 §5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

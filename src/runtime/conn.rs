@@ -9,19 +9,12 @@ use monoio::net::TcpStream;
 
 use super::shard::Shard;
 use crate::http::io::ReadBuf;
-use crate::http::write::Inline;
+use crate::http::write::ip_text;
 use crate::proxy::{self, Client, Next};
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let mut ip = [0u8; 46];
-    let ip_len = {
-        use std::io::Write;
-        let mut w = &mut ip[..];
-        let _ = write!(w, "{}", peer.ip());
-        46 - w.len()
-    };
-    let mut client = Client { stream, ip: Inline::new(&ip[..ip_len]), peer: peer.ip(), rbuf: ReadBuf::default() };
+    let mut client = Client { stream, ip: ip_text(peer.ip()), peer: peer.ip(), rbuf: ReadBuf::default() };
     let timeouts = &shard.cfg.timeouts;
     let mut first = true;
     loop {
