@@ -1,7 +1,13 @@
 //! The request path, top to bottom: read the head → route → policies (IP rules, CORS, auth,
-//! rate limits, validation) → forward head and body upstream (pool, one retry on a stale
-//! connection) → read the response head → forward head and body to the client → decide
-//! keep-alive. Every failure becomes a `ProxyError`, answered in one place.
+//! rate limits, validation) → forward head and body upstream (pool; a connect failure moves on to
+//! the next endpoint, a connection closed before any response byte is retried once elsewhere) →
+//! read the response head → forward head and body to the client → decide keep-alive. Every
+//! failure becomes a `ProxyError`, answered in one place.
+//!
+//! What of a request has been read off the connection is owned by one value, [`Intake`]: the head
+//! is consumed the moment it parses, whatever the outcome, and the connection carries another
+//! request only when `Intake::settle` says every byte of this one is gone. No answer, error or
+//! not, can leave a request in the buffer to be parsed again.
 //! Never allocates per request in steady state: buffers come from the shard pool.
 
 use std::time::{Duration, Instant};
@@ -19,7 +25,7 @@ use crate::policy::chain::{self, Verdict};
 use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
 use crate::runtime::shard::Shard;
-use crate::upstream::UpConn;
+use crate::upstream::{Attempts, UpConn};
 
 /// One client connection's state between requests.
 pub struct Client {
@@ -37,16 +43,51 @@ pub enum Next {
     Close,
 }
 
+/// What of the current request has been read off the client connection.
+enum Intake {
+    /// No complete head yet (or one that failed to parse): where the request ends is unknown.
+    NoHead,
+    /// The head was parsed and consumed; `body` is what is left of the request.
+    Head { keep_alive: bool, body: RequestBody },
+}
+
+impl Intake {
+    /// The only way to a parsed request: its head leaves the buffer here, whatever follows.
+    fn consume_head(rbuf: &mut ReadBuf, head: &HeadInfo, max_trailer: usize) -> Intake {
+        rbuf.consume(head.len);
+        Intake::Head { keep_alive: head.keep_alive, body: RequestBody::new(head.framing, max_trailer) }
+    }
+
+    /// Whether the connection may carry another request: the client wants it and every byte of
+    /// this request has been consumed. A body not yet read is discarded if it is already wholly
+    /// in the buffer (as nginx discards the body of a request it refused); otherwise the next
+    /// request's start is unknown and the connection must close. Idempotent.
+    fn settle(&mut self, rbuf: &mut ReadBuf) -> bool {
+        match self {
+            Intake::NoHead => false,
+            Intake::Head { keep_alive, body } => body.discard_buffered(rbuf) && *keep_alive,
+        }
+    }
+
+    /// The body will not be read (it was refused as too large): the connection closes after the
+    /// answer.
+    fn abandon_body(&mut self) {
+        if let Intake::Head { body, .. } = self {
+            if !body.is_done() {
+                *body = RequestBody::Abandoned;
+            }
+        }
+    }
+}
+
 /// Everything decided from the request head; owned, so it survives the awaits that follow.
 struct Plan {
-    head_len: usize,
     service: usize,
     framing: Framing,
     max_body: u64,
     idempotent: bool,
     head_request: bool,
     version: Version,
-    keep_alive: bool,
     expect_continue: bool,
     request_id: RequestId,
     /// Lines the policies add to the response (CORS, RateLimit).
@@ -61,8 +102,6 @@ struct Failure {
     request_id: Option<RequestId>,
     /// Bytes were already sent to the client: the only honest move left is to close.
     responded: bool,
-    /// The request's body was consumed (or it had none), so the connection may stay open.
-    can_keep_alive: bool,
     head_request: bool,
     /// Close without answering (the client is gone or sent nothing).
     silent: bool,
@@ -76,7 +115,6 @@ impl Failure {
             err,
             request_id: plan.map(|p| p.request_id),
             responded: false,
-            can_keep_alive: false,
             head_request: plan.is_some_and(|p| p.head_request),
             silent: false,
             // Policy headers (RateLimit, CORS) go on every response of the route, errors too.
@@ -96,21 +134,36 @@ impl Failure {
 /// Serves one request whose first bytes are in `client.rbuf`. `deadline` bounds the head read.
 pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant) -> Next {
     let mut out = shard.bufs.get();
-    let next = match request(shard, client, &mut out, deadline).await {
+    let mut intake = Intake::NoHead;
+    let answered = match request(shard, client, &mut out, deadline, &mut intake).await {
         Ok(next) => next,
-        Err(f) => answer_failure(shard, client, &mut out, f).await,
+        Err(f) => answer_failure(shard, client, &mut out, f, &mut intake).await,
     };
     shard.bufs.put(out);
-    next
+    // The one place that lets the connection carry on: whatever the answer was, only when this
+    // request's bytes are all consumed.
+    if answered == Next::KeepAlive && intake.settle(&mut client.rbuf) && !shard.drain.is_draining() {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
 }
 
-async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline: Instant) -> Result<Next, Failure> {
+async fn request(
+    shard: &Shard,
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+    intake: &mut Intake,
+) -> Result<Next, Failure> {
     // 1. Read the head and decide everything it allows: route, limits, the forwarded head.
-    let plan = loop {
+    let outcome = loop {
         match plan_request(shard, client, out) {
-            Planned::Ready(p) => break p,
-            Planned::Reject(f) => return Err(f),
-            Planned::Reply(r) => return reply(shard, client, out, r).await,
+            Planned::Head(head, outcome) => {
+                *intake = Intake::consume_head(&mut client.rbuf, &head, shard.cfg.limits.max_trailer);
+                break outcome;
+            }
+            Planned::BadHead(f) => return Err(f),
             Planned::NeedMore => match monoio::time::timeout_at(deadline.into(), client.rbuf.fill(&mut client.stream)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Err(Failure::silent()),
@@ -118,7 +171,13 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
             },
         }
     };
-    client.rbuf.consume(plan.head_len);
+    let plan = match outcome {
+        Outcome::Forward(plan) => plan,
+        Outcome::Reject(f) => return Err(f),
+        Outcome::Reply(r) => return reply(shard, client, out, r, intake).await,
+    };
+    let Intake::Head { keep_alive, body } = intake else { return Err(Failure::new(ProxyError::Internal, Some(&plan))) };
+    let keep_alive = *keep_alive;
     let body_timeout = shard.cfg.timeouts.body;
     // `out` holds the forwarded head from here on.
 
@@ -138,21 +197,29 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
     }
 
     // 4. Whatever of the body already arrived goes out with the head, in one write.
-    let mut body = RequestBody::new(plan.framing, shard.cfg.limits.max_trailer);
     body.take_prefix(&mut client.rbuf, out, plan.max_body).map_err(|e| Failure::new(e, Some(&plan)))?;
     let replayable = body.is_done();
 
-    // 5. Upstream: pooled or new connection; a stale pooled one is retried once on a fresh one.
-    let mut connect_tries = shard.upstreams.endpoint_count(plan.service).min(3);
-    let mut stale_retry = replayable;
+    // 5. Upstream. A connect failure (refused, reset, timed out) moves on to the next endpoint
+    //    until each has been tried once. A request whose connection closed or reset before any
+    //    response byte (a pooled connection gone stale, an endpoint that died with the request in
+    //    flight) is sent once more, to an endpoint not yet tried where one exists, when that is
+    //    safe: its body is all in hand and it is idempotent (RFC 9110 §9.2.2) or was never
+    //    written. No attempt starts after the service's connect + response timeout.
+    let mut attempts = shard.upstreams.attempts(plan.service);
+    let give_up = Instant::now() + shard.upstreams.retry_window(plan.service);
+    let mut resend = replayable;
     let (mut up, mut ubuf, resp) = loop {
-        let mut up = acquire(shard, plan.service, &mut connect_tries).await.map_err(|e| Failure::new(e, Some(&plan)))?;
-        if timed_write(&mut up.stream, out, 0, out.len(), body_timeout).await.is_err() {
-            if up.reused && stale_retry {
-                stale_retry = false;
+        let mut up = connect(shard, &mut attempts, give_up).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        match timed_write(&mut up.stream, out, 0, out.len(), body_timeout).await {
+            Ok(()) => {}
+            // A write that failed (not one that timed out: its buffer went with the cancelled
+            // write) on a connection the upstream had closed.
+            Err(WriteFail::Io) if resend && (up.reused || plan.idempotent) && Instant::now() < give_up => {
+                resend = false;
                 continue;
             }
-            return Err(Failure::new(ProxyError::UpstreamClosed, Some(&plan)));
+            Err(_) => return Err(Failure::new(ProxyError::UpstreamClosed, Some(&plan))),
         }
         if !body.is_done() {
             body.relay(client, &mut up.stream, body_timeout, plan.max_body).await.map_err(|e| {
@@ -161,14 +228,15 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
                 f
             })?;
         }
+        // The body has been forwarded whole: the client's wish decides (`settle` agrees).
+        let keep = keep_alive && body.is_done();
         let mut ubuf = ReadBuf::new(shard.bufs.get());
-        match read_response_head(shard, client, &plan, &mut up, &mut ubuf, out).await {
+        match read_response_head(shard, client, &plan, keep, &mut up, &mut ubuf, out).await {
             Ok(resp) => break (up, ubuf, resp),
             Err(HeadFail { err, nothing_received }) => {
                 shard.bufs.put(std::mem::take(&mut ubuf.data));
-                // RFC 9110 §9.2.2: only idempotent requests may be repeated after being sent.
-                if nothing_received && up.reused && stale_retry && plan.idempotent {
-                    stale_retry = false;
+                if nothing_received && resend && plan.idempotent && Instant::now() < give_up {
+                    resend = false;
                     continue;
                 }
                 return Err(Failure::new(err, Some(&plan)));
@@ -196,7 +264,7 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
             if resp.upstream_keep_alive && leftover == 0 {
                 shard.upstreams.checkin(up);
             }
-            Ok(if resp.client_keep_alive && !shard.drain.is_draining() { Next::KeepAlive } else { Next::Close })
+            Ok(if resp.client_keep_alive { Next::KeepAlive } else { Next::Close })
         }
         Err(RelayError::Write) => Err(Failure::silent()),
         // A truncated or broken upstream body: close so the client sees the truncation.
@@ -204,9 +272,24 @@ async fn request(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, deadline
     }
 }
 
+/// How a parse of the buffered bytes ended.
 enum Planned {
     NeedMore,
-    Ready(Plan),
+    /// The head is malformed or too large: where the request ends is unknown.
+    BadHead(Failure),
+    /// A complete head, and what to do with it.
+    Head(HeadInfo, Outcome),
+}
+
+/// Where a parsed request's head ends and how its body is framed.
+struct HeadInfo {
+    len: usize,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+enum Outcome {
+    Forward(Plan),
     Reject(Failure),
     /// Answered by the gateway itself (a CORS preflight).
     Reply(Reply),
@@ -216,14 +299,11 @@ struct Reply {
     status: u16,
     headers: HeaderBuf,
     request_id: RequestId,
-    head_len: usize,
-    keep_alive: bool,
 }
 
-/// Sends a gateway-made bodiless answer and consumes the request head.
-async fn reply(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, r: Reply) -> Result<Next, Failure> {
-    client.rbuf.consume(r.head_len);
-    let keep = r.keep_alive && !shard.drain.is_draining();
+/// Sends a gateway-made bodiless answer.
+async fn reply(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
+    let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
     out.clear();
     write::reply_head(out, r.status, r.headers.as_bytes(), r.request_id.as_bytes(), keep);
     if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
@@ -233,7 +313,8 @@ async fn reply(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, r: Reply) 
 }
 
 /// Reads a Content-Length body of `n` bytes whole into the client buffer (the config keeps
-/// `max_json` within one buffer) and refuses it unless it is well-formed JSON.
+/// `max_json` within one buffer) and refuses it unless it is well-formed JSON. A refused body
+/// stays in the buffer, where `Intake::settle` discards it.
 async fn check_json(shard: &Shard, client: &mut Client, n: usize, plan: &Plan) -> Result<(), Failure> {
     client.rbuf.compact();
     while client.rbuf.pending_len() < n {
@@ -246,11 +327,7 @@ async fn check_json(shard: &Shard, client: &mut Client, n: usize, plan: &Plan) -
         }
     }
     if serde_json::from_slice::<serde::de::IgnoredAny>(&client.rbuf.pending()[..n]).is_err() {
-        client.rbuf.consume(n);
-        let mut f = Failure::new(ProxyError::InvalidJson, Some(plan));
-        // The body was read in full, so the connection stays usable.
-        f.can_keep_alive = plan.keep_alive;
-        return Err(f);
+        return Err(Failure::new(ProxyError::InvalidJson, Some(plan)));
     }
     Ok(())
 }
@@ -263,27 +340,26 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
     let req = match parse::parse_request(buf, &mut headers, &shard.head_limits) {
         Ok(Some(r)) => r,
         Ok(None) => return Planned::NeedMore,
-        Err(e) => return Planned::Reject(Failure::new(ProxyError::BadHead(e), None)),
+        Err(e) => return Planned::BadHead(Failure::new(ProxyError::BadHead(e), None)),
     };
+    let head = HeadInfo { len: req.head_len, framing: req.framing, keep_alive: req.keep_alive };
     #[cfg(feature = "fault-injection")]
     if req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault") && h.value == b"panic") {
         panic!("fault injected by request header");
     }
     let request_id = write::request_id(&req, &shard.ids);
     let head_request = req.method == "HEAD";
-    let reject = |err: ProxyError, extra: HeaderBuf| {
+    let reject = |head: HeadInfo, err: ProxyError, extra: HeaderBuf| {
         let mut f = Failure::new(err, None);
         f.request_id = Some(request_id);
         f.head_request = head_request;
         f.extra = extra;
-        // The head is complete; with no body the connection can carry on after the error.
-        f.can_keep_alive = req.framing == Framing::None && req.keep_alive;
-        Planned::Reject(f)
+        Planned::Head(head, Outcome::Reject(f))
     };
     let host = parse::host_without_port(req.host);
     let (route_idx, segments) = match shard.router.lookup(host, req.path, req.method) {
         RouteMatch::Found { route, segments } => (route, segments),
-        RouteMatch::NotFound => return reject(ProxyError::NoRoute, HeaderBuf::default()),
+        RouteMatch::NotFound => return reject(head, ProxyError::NoRoute, HeaderBuf::default()),
         // A CORS preflight is OPTIONS whatever methods the route serves; its policy answers it.
         RouteMatch::MethodNotAllowed { route } if is_preflight(&req) && shard.cfg.routes[route].policy.cors.is_some() => {
             (route, 0)
@@ -291,29 +367,23 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         RouteMatch::MethodNotAllowed { route } => {
             let mut allow = HeaderBuf::default();
             allow.raw(shard.cfg.routes[route].allow_header.as_bytes());
-            return reject(ProxyError::MethodNotAllowed, allow);
+            return reject(head, ProxyError::MethodNotAllowed, allow);
         }
     };
     let route = &shard.cfg.routes[route_idx];
     // RFC 9110 §15.5.14: refuse an oversized body before reading it when its length is declared.
     if let Framing::Length(n) = req.framing {
         if n > route.max_body {
-            return reject(ProxyError::BodyTooLarge, HeaderBuf::default());
+            return reject(head, ProxyError::BodyTooLarge, HeaderBuf::default());
         }
     }
     // Policies: IP rules, CORS, authentication, rate limits, validation.
     out.clear();
     let admitted = match chain::run(shard, route, &req, client.peer, out) {
         Verdict::Continue(a) => a,
-        Verdict::Reject(err, extra) => return reject(err, extra),
+        Verdict::Reject(err, extra) => return reject(head, err, extra),
         Verdict::Reply(status, headers) => {
-            return Planned::Reply(Reply {
-                status,
-                headers,
-                request_id,
-                head_len: req.head_len,
-                keep_alive: req.keep_alive && req.framing == Framing::None,
-            })
+            return Planned::Head(head, Outcome::Reply(Reply { status, headers, request_id }));
         }
     };
     let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
@@ -328,38 +398,37 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         default_host: shard.cfg.services[route.service].name.as_bytes(),
     };
     write::request_head(out, buf, &req, &info, &shard.ids);
-    Planned::Ready(Plan {
-        head_len: req.head_len,
+    let plan = Plan {
         service: route.service,
         framing: req.framing,
         max_body: route.max_body,
         idempotent: matches!(req.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
         head_request,
         version: req.version,
-        keep_alive: req.keep_alive,
         expect_continue: req.expect_continue,
         request_id,
         response_headers: admitted.response_headers,
         json_check: admitted.json_check,
-    })
+    };
+    Planned::Head(head, Outcome::Forward(plan))
 }
 
 fn is_preflight(req: &parse::RequestHead) -> bool {
     req.method == "OPTIONS" && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("access-control-request-method"))
 }
 
-/// A pooled connection to the next endpoint, or a new one; on connect failure, the next endpoint.
-async fn acquire(shard: &Shard, service: usize, tries: &mut usize) -> Result<UpConn, ProxyError> {
+/// A connection for the request's next attempt: pooled if the endpoint has one, else new. A
+/// failed connect moves on to the next endpoint while one is untried and time remains.
+async fn connect(shard: &Shard, attempts: &mut Attempts, give_up: Instant) -> Result<UpConn, ProxyError> {
     loop {
-        let ep = shard.upstreams.pick(service);
-        if let Some(c) = shard.upstreams.checkout(service, ep) {
+        let ep = attempts.next();
+        if let Some(c) = shard.upstreams.checkout(attempts.service(), ep) {
             return Ok(c);
         }
-        match shard.upstreams.connect(service, ep).await {
+        match shard.upstreams.connect(attempts.service(), ep).await {
             Ok(c) => return Ok(c),
             Err(e) => {
-                *tries = tries.saturating_sub(1);
-                if *tries == 0 {
+                if attempts.untried() == 0 || Instant::now() >= give_up {
                     return Err(e);
                 }
             }
@@ -387,6 +456,7 @@ async fn read_response_head(
     shard: &Shard,
     client: &mut Client,
     plan: &Plan,
+    keep_alive: bool,
     up: &mut UpConn,
     ubuf: &mut ReadBuf,
     out: &mut Vec<u8>,
@@ -394,7 +464,7 @@ async fn read_response_head(
     let deadline = Instant::now() + shard.upstreams.response_timeout(up.service);
     let mut received = false;
     loop {
-        match plan_response(shard, plan, ubuf, out) {
+        match plan_response(shard, plan, keep_alive, ubuf, out) {
             Ok(RespPlanned::Final(p)) => return Ok(p),
             Ok(RespPlanned::Informational) => {
                 if !out.is_empty() && timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
@@ -420,7 +490,7 @@ enum RespPlanned {
     Final(ResponsePlan),
 }
 
-fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
+fn plan_response(shard: &Shard, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = ubuf.pending();
     let res = match parse::parse_response(buf, &mut headers, plan.head_request, shard.head_limits.max_head) {
@@ -442,7 +512,7 @@ fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u
         return Ok(RespPlanned::Informational);
     }
     let client_framing = write::client_framing(&res, plan.version);
-    let client_keep_alive = plan.keep_alive
+    let client_keep_alive = keep_alive
         && !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk)
         && !shard.drain.is_draining();
     out.clear();
@@ -468,14 +538,17 @@ fn plan_response(shard: &Shard, plan: &Plan, ubuf: &mut ReadBuf, out: &mut Vec<u
 }
 
 /// Writes the error response for a failed request, if one can still be sent.
-async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f: Failure) -> Next {
+async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f: Failure, intake: &mut Intake) -> Next {
     if !f.silent {
         tracing::debug!(status = f.err.status(), code = f.err.code(), side = ?f.err.side(), responded = f.responded, "request failed");
     }
     if f.silent || f.responded {
         return Next::Close;
     }
-    let keep = f.can_keep_alive && !shard.drain.is_draining();
+    if f.err == ProxyError::BodyTooLarge {
+        intake.abandon_body();
+    }
+    let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
     let rid = f.request_id.unwrap_or_else(|| shard.ids.request_id());
     if out.capacity() == 0 {
         *out = shard.bufs.get();
@@ -503,16 +576,25 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
     }
 }
 
-/// Writes `data[from..to]` within `dur`. On timeout the buffer is lost with the cancelled write;
-/// `data` is left empty and the caller closes the connection.
-async fn timed_write(s: &mut TcpStream, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), ()> {
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFail {
+    /// The peer closed or reset the connection; `data` is intact.
+    Io,
+    /// Timed out: the buffer was lost with the cancelled write and `data` is left empty, so the
+    /// caller can only close the connection.
+    TimedOut,
+}
+
+/// Writes `data[from..to]` within `dur`.
+async fn timed_write(s: &mut TcpStream, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), WriteFail> {
     let buf = std::mem::take(data);
     match monoio::time::timeout(dur, write_range(s, buf, from, to)).await {
         Ok((res, buf)) => {
             *data = buf;
-            res.map_err(|_| ())
+            res.map_err(|_| WriteFail::Io)
         }
-        Err(_) => Err(()),
+        Err(_) => Err(WriteFail::TimedOut),
     }
 }
 
@@ -545,6 +627,9 @@ enum RequestBody {
     Length(u64),
     Chunked(ChunkedDecoder),
     Done,
+    /// Reading or forwarding it failed part-way, or it was refused as too large: where it ends
+    /// is no longer known, so the connection cannot carry another request.
+    Abandoned,
 }
 
 impl RequestBody {
@@ -560,12 +645,41 @@ impl RequestBody {
         matches!(self, RequestBody::Done)
     }
 
+    /// Consumes the rest of the body if all of it is in `rbuf`; true when nothing of it is left.
+    /// A body still arriving is not waited for: the connection closes instead.
+    fn discard_buffered(&mut self, rbuf: &mut ReadBuf) -> bool {
+        let n = match self {
+            RequestBody::Done => return true,
+            RequestBody::Abandoned => return false,
+            RequestBody::Length(remaining) => match usize::try_from(*remaining) {
+                Ok(n) if n <= rbuf.pending_len() => n,
+                _ => return false,
+            },
+            RequestBody::Chunked(dec) => match dec.scan(rbuf.pending()) {
+                Ok((n, true)) => n,
+                _ => return false,
+            },
+        };
+        rbuf.consume(n);
+        *self = RequestBody::Done;
+        true
+    }
+
     /// Moves the body bytes already read (as many as fit) from `rbuf` to the end of `out`.
     fn take_prefix(&mut self, rbuf: &mut ReadBuf, out: &mut Vec<u8>, max_body: u64) -> Result<(), ProxyError> {
+        let r = self.take_prefix_inner(rbuf, out, max_body);
+        if r.is_err() {
+            *self = RequestBody::Abandoned;
+        }
+        r
+    }
+
+    fn take_prefix_inner(&mut self, rbuf: &mut ReadBuf, out: &mut Vec<u8>, max_body: u64) -> Result<(), ProxyError> {
         let room = out.capacity() - out.len();
         let avail = &rbuf.pending()[..rbuf.pending_len().min(room)];
         let n = match self {
             RequestBody::Done => return Ok(()),
+            RequestBody::Abandoned => return Err(ProxyError::Internal),
             RequestBody::Length(remaining) => {
                 let n = (avail.len() as u64).min(*remaining) as usize;
                 *remaining -= n as u64;
@@ -592,6 +706,14 @@ impl RequestBody {
 
     /// Streams the rest of the body from the client to the upstream through the client buffer.
     async fn relay(&mut self, client: &mut Client, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+        let r = self.relay_inner(client, up, dur, max_body).await;
+        if r.is_err() {
+            *self = RequestBody::Abandoned;
+        }
+        r
+    }
+
+    async fn relay_inner(&mut self, client: &mut Client, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
         loop {
             if client.rbuf.pending_len() == 0 {
                 match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
@@ -601,6 +723,7 @@ impl RequestBody {
             }
             let n = match self {
                 RequestBody::Done => return Ok(()),
+                RequestBody::Abandoned => return Err(ProxyError::Internal),
                 RequestBody::Length(remaining) => {
                     let n = (client.rbuf.pending_len() as u64).min(*remaining) as usize;
                     *remaining -= n as u64;
@@ -618,7 +741,7 @@ impl RequestBody {
             let done = match self {
                 RequestBody::Length(r) => *r == 0,
                 RequestBody::Chunked(dec) => dec.is_done(),
-                RequestBody::Done => true,
+                RequestBody::Done | RequestBody::Abandoned => true,
             };
             if done {
                 *self = RequestBody::Done;

@@ -77,6 +77,9 @@ pub struct Timeouts {
     pub body: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
+    /// On shutdown, how long an idle keep-alive connection is still read from: a request that
+    /// arrives within it is answered (with `Connection: close`) instead of lost to the close.
+    pub drain_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -331,7 +334,11 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         idle: c.duration("timeouts.idle", &t.idle, Duration::from_secs(60)),
         body: c.duration("timeouts.body", &t.body, Duration::from_secs(30)),
         drain: c.duration("timeouts.drain", &t.drain, Duration::from_secs(30)),
+        drain_grace: c.duration("timeouts.drain_grace", &t.drain_grace, Duration::from_secs(1)),
     };
+    if timeouts.drain_grace > timeouts.drain {
+        c.err("timeouts.drain_grace", "is longer than timeouts.drain", "keep drain_grace at or below drain");
+    }
 
     let u = &raw.upstream;
     let upstream = UpstreamDefaults {

@@ -146,6 +146,7 @@ pub struct RawTimeouts {
     pub idle: Option<String>,
     pub body: Option<String>,
     pub drain: Option<String>,
+    pub drain_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

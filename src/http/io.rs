@@ -14,11 +14,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 pub struct ReadBuf {
     pub data: Vec<u8>,
     pub start: usize,
+    /// Bytes consumed since this buffer was made: the connection loop's proof of progress.
+    pub consumed: u64,
 }
 
 impl ReadBuf {
     pub fn new(data: Vec<u8>) -> Self {
-        ReadBuf { data, start: 0 }
+        ReadBuf { data, start: 0, consumed: 0 }
     }
 
     pub fn pending(&self) -> &[u8] {
@@ -30,7 +32,9 @@ impl ReadBuf {
     }
 
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.data.len());
+        let n = n.min(self.data.len() - self.start);
+        self.consumed += n as u64;
+        self.start += n;
         if self.start == self.data.len() {
             self.data.clear();
             self.start = 0;

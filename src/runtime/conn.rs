@@ -1,5 +1,6 @@
 //! A client connection's life: wait for bytes without holding a buffer, serve requests in order
-//! (pipelined ones straight from the buffer), close on error, timeout or drain.
+//! (pipelined ones straight from the buffer), close on error, timeout or the end of the drain
+//! grace. Never serves the same bytes twice: a request that consumed nothing ends the connection.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -25,9 +26,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             let wait = if first { timeouts.header } else { timeouts.idle };
             let ready = monoio::select! {
                 r = client.stream.readable(false) => r.is_ok(),
-                _ = shard.drain.wait_until(Instant::now() + wait) => false,
+                _ = shard.drain.wait_idle(Instant::now() + wait) => false,
             };
-            if !ready {
+            // A request that arrived just as the wait ended is still served, not reset by the close.
+            if !ready && !has_bytes(&client.stream) {
                 break;
             }
             client.rbuf = ReadBuf::new(shard.bufs.get());
@@ -40,9 +42,28 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let deadline = Instant::now() + timeouts.header;
         // The request's state (several KiB of futures) lives in its own allocation only while a
         // request is in flight, so an idle connection's task stays a few hundred bytes.
-        if Box::pin(proxy::serve_request(&shard, &mut client, deadline)).await == Next::Close {
+        let before = client.rbuf.consumed;
+        let next = Box::pin(proxy::serve_request(&shard, &mut client, deadline)).await;
+        if next == Next::Close {
+            break;
+        }
+        if client.rbuf.consumed == before {
+            // Serving again would parse the same bytes again, and answer them forever.
+            debug_assert!(false, "a kept-alive request consumed no bytes");
+            tracing::error!("a request consumed no bytes; closing its connection");
             break;
         }
     }
     shard.bufs.put(std::mem::take(&mut client.rbuf.data));
+}
+
+/// True when bytes are waiting to be read (a peek that neither blocks nor consumes).
+fn has_bytes(stream: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
+    // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.
+    let n = unsafe {
+        libc::recv(std::os::fd::AsRawFd::as_raw_fd(stream), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n > 0
 }

@@ -1,8 +1,12 @@
 //! Shard-local waiting without per-connection timers: a task waits here for the shard to start
-//! draining or for a coarse deadline, whichever comes first. Waiters live in one slab (a waker
-//! and a deadline each, ~48 bytes), and the shard's housekeeping task wakes expired ones on each
-//! tick. monoio's own timer future is 640 bytes; idle connections use this instead so their
-//! tasks stay small. Deadlines fire up to one tick late.
+//! draining, or for a coarse deadline, whichever its kind of wait asks. Waiters live in one slab
+//! (a waker and a deadline each, ~48 bytes), and the shard's housekeeping task wakes expired ones
+//! on each tick. monoio's own timer future is 640 bytes; idle connections use this instead so
+//! their tasks stay small. Deadlines fire up to one tick late.
+//!
+//! Draining has a grace: an idle connection's wait does not end when draining starts but at the
+//! grace's end (or its own deadline, if sooner), so a request already on its way is answered
+//! rather than lost to the close.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -20,6 +24,8 @@ struct Waiter {
 #[derive(Default)]
 pub struct Drain {
     started: Cell<bool>,
+    /// When idle connections stop being read from; set when draining starts.
+    grace_end: Cell<Option<Instant>>,
     waiters: RefCell<Slab<Waiter>>,
 }
 
@@ -28,13 +34,15 @@ impl Drain {
         self.started.get()
     }
 
-    pub fn start(&self) {
+    /// Starts draining; idle waits end at `grace_end` from now on.
+    pub fn start(&self, grace_end: Instant) {
         if self.started.replace(true) {
             return;
         }
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, w) in waiters {
-            w.waker.wake();
+        self.grace_end.set(Some(grace_end));
+        // Every waiter looks again: drain waits end, idle waits take the grace as their deadline.
+        for (_, w) in self.waiters.borrow().iter() {
+            w.waker.wake_by_ref();
         }
     }
 
@@ -50,37 +58,56 @@ impl Drain {
 
     /// Resolves once draining has started.
     pub fn wait(&self) -> DrainWait<'_> {
-        DrainWait { drain: self, key: None, deadline: None }
+        DrainWait { drain: self, key: None, until: Until::Start }
     }
 
-    /// Resolves once draining has started or `deadline` has passed (checked on each tick).
-    pub fn wait_until(&self, deadline: Instant) -> DrainWait<'_> {
-        DrainWait { drain: self, key: None, deadline: Some(deadline) }
+    /// For an idle connection: resolves once `deadline` has passed or, when draining, the
+    /// grace has ended (checked on each tick).
+    pub fn wait_idle(&self, deadline: Instant) -> DrainWait<'_> {
+        DrainWait { drain: self, key: None, until: Until::Idle(deadline) }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Until {
+    Start,
+    Idle(Instant),
 }
 
 pub struct DrainWait<'a> {
     drain: &'a Drain,
     key: Option<usize>,
-    deadline: Option<Instant>,
+    until: Until,
 }
 
 impl Future for DrainWait<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.started.get() || self.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Poll::Ready(());
-        }
+        let deadline = match self.until {
+            Until::Start if self.drain.started.get() => return Poll::Ready(()),
+            Until::Start => None,
+            Until::Idle(d) => {
+                let d = self.drain.grace_end.get().map_or(d, |g| g.min(d));
+                if d <= Instant::now() {
+                    return Poll::Ready(());
+                }
+                Some(d)
+            }
+        };
         let mut waiters = self.drain.waiters.borrow_mut();
         match self.key {
             Some(k) => match waiters.get_mut(k) {
-                Some(w) if w.waker.will_wake(cx.waker()) => {}
-                Some(w) => w.waker = cx.waker().clone(),
+                Some(w) => {
+                    w.deadline = deadline;
+                    if !w.waker.will_wake(cx.waker()) {
+                        w.waker = cx.waker().clone();
+                    }
+                }
                 None => return Poll::Ready(()),
             },
             None => {
-                let k = waiters.insert(Waiter { waker: cx.waker().clone(), deadline: self.deadline });
+                let k = waiters.insert(Waiter { waker: cx.waker().clone(), deadline });
                 drop(waiters);
                 self.key = Some(k);
             }
@@ -92,11 +119,9 @@ impl Future for DrainWait<'_> {
 impl Drop for DrainWait<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            if !self.drain.started.get() {
-                let mut waiters = self.drain.waiters.borrow_mut();
-                if waiters.contains(k) {
-                    waiters.remove(k);
-                }
+            let mut waiters = self.drain.waiters.borrow_mut();
+            if waiters.contains(k) {
+                waiters.remove(k);
             }
         }
     }

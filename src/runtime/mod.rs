@@ -195,12 +195,11 @@ async fn housekeeping(shard: Rc<Shard>) {
     let mut ticks = 0u32;
     loop {
         monoio::time::sleep(Duration::from_millis(50)).await;
-        if shard.global.stop.load(Ordering::Relaxed) {
-            shard.drain.start();
-            return;
+        if shard.global.stop.load(Ordering::Relaxed) && !shard.drain.is_draining() {
+            shard.drain.start(Instant::now() + shard.cfg.timeouts.drain_grace);
         }
         ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(5) {
+        if ticks.is_multiple_of(5) || shard.drain.is_draining() {
             shard.drain.tick(Instant::now());
         }
         if ticks.is_multiple_of(20) {
@@ -228,31 +227,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         while shard.global.conns.load(Ordering::Relaxed) >= max {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(10)) => {}
-                _ = shard.drain.wait() => return,
+                _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
             }
         }
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = shard.drain.wait() => return,
+            _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
         };
         match accepted {
-            Ok((stream, peer)) => {
-                // Over its per-address cap: closed at once (dropping the stream), and counted.
-                if !shard.global.admit_ip(peer.ip(), shard.cfg.security.max_connections_per_ip) {
-                    continue;
-                }
-                shard.conns.set(shard.conns.get() + 1);
-                shard.global.conns.fetch_add(1, Ordering::Relaxed);
-                let guard = ConnGuard(shard.clone(), peer.ip());
-                monoio::spawn(async move {
-                    let shard = guard.0.clone();
-                    // A panic while serving one connection closes that connection only.
-                    if AssertUnwindSafe(conn::serve(shard, stream, peer)).catch_unwind().await.is_err() {
-                        tracing::error!("panic while serving a connection; it was closed");
-                    }
-                    drop(guard);
-                });
-            }
+            Ok((stream, peer)) => spawn_conn(&shard, stream, peer),
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: accept would fail again at once, so wait
                 // instead of spinning.
@@ -262,6 +245,48 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Err(e) => tracing::debug!(error = %e, "accept failed"),
         }
     }
+}
+
+/// On drain, before the listener closes: takes the connections whose handshake already
+/// completed (closing the listener would reset them, and their clients may already have sent a
+/// request). They are served like any other during the drain grace, with `Connection: close`.
+/// Nothing that connects after this point is accepted.
+fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener) {
+    // SAFETY: the descriptor belongs to `listener`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(listener)) };
+    let sock = socket2::SockRef::from(&fd);
+    let max = shard.cfg.limits.max_connections;
+    while shard.global.conns.load(Ordering::Relaxed) < max {
+        // The listener is non-blocking: WouldBlock ends the backlog.
+        let Ok((s, addr)) = sock.accept() else { break };
+        let Some(peer) = addr.as_socket() else { continue };
+        if s.set_nonblocking(true).is_err() {
+            continue;
+        }
+        match monoio::net::TcpStream::from_std(std::net::TcpStream::from(s)) {
+            Ok(stream) => spawn_conn(shard, stream, peer),
+            Err(e) => tracing::debug!(error = %e, "could not serve a connection from the backlog"),
+        }
+    }
+}
+
+/// Counts a new connection and serves it on its own task.
+fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    // Over its per-address cap: closed at once (dropping the stream), and counted.
+    if !shard.global.admit_ip(peer.ip(), shard.cfg.security.max_connections_per_ip) {
+        return;
+    }
+    shard.conns.set(shard.conns.get() + 1);
+    shard.global.conns.fetch_add(1, Ordering::Relaxed);
+    let guard = ConnGuard(shard.clone(), peer.ip());
+    monoio::spawn(async move {
+        let shard = guard.0.clone();
+        // A panic while serving one connection closes that connection only.
+        if AssertUnwindSafe(conn::serve(shard, stream, peer)).catch_unwind().await.is_err() {
+            tracing::error!("panic while serving a connection; it was closed");
+        }
+        drop(guard);
+    });
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

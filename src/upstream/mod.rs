@@ -35,6 +35,35 @@ pub struct Upstreams {
     max_idle: usize,
 }
 
+/// The endpoints one request tries, in order: a round-robin start, then each following endpoint
+/// once. Walking on from the start (rather than asking the shared counter again, which concurrent
+/// requests move) means a retry never returns to an endpoint this request already tried while
+/// another exists. Once all were tried, the walk wraps around.
+pub struct Attempts {
+    service: usize,
+    first: usize,
+    made: usize,
+    count: usize,
+}
+
+impl Attempts {
+    pub fn service(&self) -> usize {
+        self.service
+    }
+
+    /// The endpoint for the next attempt.
+    pub fn next(&mut self) -> usize {
+        let ep = (self.first + self.made) % self.count;
+        self.made += 1;
+        ep
+    }
+
+    /// Endpoints not yet tried.
+    pub fn untried(&self) -> usize {
+        self.count.saturating_sub(self.made)
+    }
+}
+
 /// A connection in use, and where it came from.
 pub struct UpConn {
     pub stream: TcpStream,
@@ -70,16 +99,19 @@ impl Upstreams {
         self.services[service].response_timeout
     }
 
-    pub fn endpoint_count(&self, service: usize) -> usize {
-        self.services[service].endpoints.len()
+    /// How long after a request's first attempt another may start: the service's connect plus
+    /// response timeout.
+    pub fn retry_window(&self, service: usize) -> Duration {
+        let s = &self.services[service];
+        s.connect_timeout + s.response_timeout
     }
 
-    /// Next endpoint of a service in round-robin order.
-    pub fn pick(&self, service: usize) -> usize {
+    /// The endpoints one request may try, starting at the service's next in round-robin order.
+    pub fn attempts(&self, service: usize) -> Attempts {
         let s = &self.services[service];
-        let i = s.next.get();
-        s.next.set(i.wrapping_add(1));
-        i % s.endpoints.len()
+        let first = s.next.get();
+        s.next.set(first.wrapping_add(1));
+        Attempts { service, first: first % s.endpoints.len(), made: 0, count: s.endpoints.len() }
     }
 
     /// An idle pooled connection to this endpoint that is still usable, if any.
