@@ -173,8 +173,11 @@ def fmt(value, spec):
 
 def print_report(params, runs, idle, ratios):
     print()
+    # run.sh --no-oha leaves the rate empty: there were no open-loop runs.
+    open_loop = (f"open loop at {params['rate']} req/s" if params.get("rate") != ""
+                 else "no open-loop runs")
     print(f"scenario {params['scenario']}: {params['duration_s']} s per run, "
-          f"{params['connections']} connections, open loop at {params['rate']} req/s, "
+          f"{params['connections']} connections, {open_loop}, "
           f"{params['body_size']} B bodies, {params['cpus']} CPUs")
     for note in params.get("notes", []):
         print(f"  {note}")

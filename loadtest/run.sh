@@ -24,6 +24,7 @@ SCENARIO=plain   # loadtest/scenarios/$SCENARIO.sh
 IDLE_CONNS=0     # 0 = skip the idle-connection memory test
 WITH_NGINX=1
 WITH_DIRECT=0
+WITH_OHA=1       # 0 = skip the open-loop (oha) runs
 BUILD=1
 WARMUP=2         # seconds of unmeasured load before the measured runs
 READY_TIMEOUT=10 # seconds a server may take to start answering
@@ -48,6 +49,9 @@ Usage: loadtest/run.sh [options]
                       N connections (e.g. 10000)
   --direct            also load the stub upstream directly, as a baseline
   --no-nginx          do not run the nginx comparison
+  --no-oha            skip the open-loop runs (oha is then not needed)
+  --bin PATH          the ringgate binary to test (also runs its stub);
+                      default target/release/ringgate; implies --no-build
   --no-build          do not run cargo build --release first
   -h, --help          this help
 EOF
@@ -68,6 +72,9 @@ while [[ $# -gt 0 ]]; do
         --scenario)    SCENARIO=${2-}; shift 2 ;;
         --direct)      WITH_DIRECT=1; shift ;;
         --no-nginx)    WITH_NGINX=0; shift ;;
+        --no-oha)      WITH_OHA=0; shift ;;
+        --bin)         [[ -n ${2-} ]] || die "--bin needs a path"
+                       BIN=$(realpath -m -- "$2"); BUILD=0; shift 2 ;;
         --no-build)    BUILD=0; shift ;;
         -h|--help)     usage; exit 0 ;;
         *)             usage >&2; die "unknown option '$1'" ;;
@@ -105,14 +112,15 @@ ensure_tools() {
         [[ -x $NGINX ]] || { log "nginx not available, skipping the nginx comparison"; WITH_NGINX=0; }
     fi
 
+    ((WITH_OHA)) || return 0
     if ! command -v oha >/dev/null; then
         PATH="$PATH:$HOME/.cargo/bin"  # where a non-root cargo install puts it
     fi
     if ! command -v oha >/dev/null; then
-        log "installing oha (cargo install oha --locked), this takes a while"
+        log "installing oha (cargo install oha --locked), this takes a while (--no-oha skips the open-loop runs)"
         cargo install oha --locked
     fi
-    command -v oha >/dev/null || die "oha is required"
+    command -v oha >/dev/null || die "oha is required (or pass --no-oha)"
     # oha >= 1.5 has --output-format json; older releases only -j/--json.
     # (Help texts are captured, not piped to grep -q, which with pipefail
     # could fail on the writer's broken pipe.)
@@ -253,7 +261,8 @@ if ((BUILD)); then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release)
 fi
-[[ -x $BIN ]] || die "$BIN not found (build it, or drop --no-build)"
+[[ -x $BIN ]] || die "$BIN not found or not executable (build it, drop --no-build, or pass --bin PATH)"
+log "binary $BIN"
 
 if ((IDLE_CONNS)); then
     # Aim for room for both ends of every idle connection plus upstream
@@ -406,9 +415,21 @@ for target in "${TARGETS[@]}"; do
         "$(url_of "$target")" "${WRK_TAIL[@]}"
     measure "$target" wrk wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
         "${WRK_REPORT[@]}" "${HEADER_ARGS[@]}" "$(url_of "$target")" "${WRK_TAIL[@]}"
+    # The scenario's own verdict on the run (e.g. mixed: responses vs
+    # requests). Checked right away, before the next target: a target that
+    # fails it may still be misbehaving (spinning on CPU 0, which the next
+    # target shares), so the run stops here, loudly, instead of measuring on.
+    if declare -F scenario_wrk_check >/dev/null; then
+        scenario_wrk_check "$target" "$RUNS/$target.wrk.out" "$CONNECTIONS" \
+            >"$RUNS/$target.wrk.check" 2>&1 || {
+            cat "$RUNS/$target.wrk.check" >&2
+            die "$target failed the $SCENARIO scenario's check (above); wrk output: $RUNS/$target.wrk.out"
+        }
+        log "$target: $(cat "$RUNS/$target.wrk.check")"
+    fi
 done
 
-if [[ -z $RATE ]]; then
+if ((WITH_OHA)) && [[ -z $RATE ]]; then
     if ((WITH_NGINX)); then base=nginx; else base=ringgate; fi
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$RUNS/$base.wrk.out")
     [[ -n $rps ]] || die "no wrk result for $base to derive the open-loop rate from; pass --rate"
@@ -417,7 +438,9 @@ if [[ -z $RATE ]]; then
 fi
 
 # Open loop: a fixed request rate, latency measured from the intended send time.
+((WITH_OHA)) || log "skipping the open-loop (oha) runs (--no-oha)"
 for target in "${TARGETS[@]}"; do
+    ((WITH_OHA)) || break
     log "$target: oha ${DURATION}s at $RATE req/s with $CONNECTIONS connections"
     measure "$target" oha oha -z "${DURATION}s" -c "$CONNECTIONS" -q "$RATE" --latency-correction \
         --no-tui "${OHA_JSON[@]}" "${HEADER_ARGS[@]}" "$(url_of "$target")"
@@ -462,7 +485,7 @@ fi
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "cpus=$NCPU"
     echo "wrk_version=$( (wrk -v 2>&1 || true) | head -n 1)"
-    echo "oha_version=$(oha --version)"
+    if ((WITH_OHA)); then echo "oha_version=$(oha --version)"; fi
     if ((WITH_NGINX)); then echo "nginx_version=$("$NGINX" -v 2>&1)"; fi
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$RUNS/params.env"
@@ -471,3 +494,10 @@ if ((${#SCENARIO_NOTES[@]})); then printf '%s\n' "${SCENARIO_NOTES[@]}" >"$RUNS/
 
 mkdir -p "$HERE/results"
 python3 "$HERE/report.py" "$RUNS" "$HERE/results/last.json"
+
+# The scenario checks' verdicts again, under the table (all passed, or the
+# run would have stopped at the first failure).
+for target in "${TARGETS[@]}"; do
+    [[ -f $RUNS/$target.wrk.check ]] && printf 'check %s: %s\n' "$target" "$(cat "$RUNS/$target.wrk.check")"
+done
+exit 0

@@ -2,7 +2,12 @@
 -- ("WRK_JSON {...}") with the totals, the error counters and the latency
 -- percentiles in microseconds, including p99.9 which `--latency` omits.
 -- Only done() is defined, so wrk keeps its fast (script-free) request path.
+-- run.sh may put a scenario's script in front of this one in the same file;
+-- if that script defined a done() of its own (e.g. wrk_mixed.lua's counts),
+-- it is kept and called first instead of being silently replaced.
+local scenario_done = done
 done = function(summary, latency, requests)
+    if scenario_done then scenario_done(summary, latency, requests) end
     local e = summary.errors
     local function p(q) return latency:percentile(q) end
     io.write(string.format(

@@ -141,8 +141,10 @@ pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant
     };
     shard.bufs.put(out);
     // The one place that lets the connection carry on: whatever the answer was, only when this
-    // request's bytes are all consumed.
-    if answered == Next::KeepAlive && intake.settle(&mut client.rbuf) && !shard.drain.is_draining() {
+    // request's bytes are all consumed. (Draining is not checked here: an answer that did not say
+    // `Connection: close` promised the client it could send another request, and the drain
+    // grace keeps that promise.)
+    if answered == Next::KeepAlive && intake.settle(&mut client.rbuf) {
         Next::KeepAlive
     } else {
         Next::Close
@@ -202,21 +204,27 @@ async fn request(
 
     // 5. Upstream. A connect failure (refused, reset, timed out) moves on to the next endpoint
     //    until each has been tried once. A request whose connection closed or reset before any
-    //    response byte (a pooled connection gone stale, an endpoint that died with the request in
-    //    flight) is sent once more, to an endpoint not yet tried where one exists, when that is
-    //    safe: its body is all in hand and it is idempotent (RFC 9110 §9.2.2) or was never
-    //    written. No attempt starts after the service's connect + response timeout.
+    //    response byte is sent once more when that is safe (its body is all in hand, and it is
+    //    idempotent (RFC 9110 §9.2.2) or was never written): to an endpoint not yet tried where
+    //    one exists (the endpoint may have died with the request in flight), else, after a
+    //    pooled connection went stale, to the same endpoint on a new connection. No attempt
+    //    starts after the service's connect + response timeout.
     let mut attempts = shard.upstreams.attempts(plan.service);
     let give_up = Instant::now() + shard.upstreams.retry_window(plan.service);
     let mut resend = replayable;
+    let mut new_only = false;
     let (mut up, mut ubuf, resp) = loop {
-        let mut up = connect(shard, &mut attempts, give_up).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        let mut up = connect(shard, &mut attempts, give_up, new_only).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        let may_resend = |up: &UpConn, attempts: &Attempts| {
+            Instant::now() < give_up && (attempts.untried() > 0 || up.reused)
+        };
         match timed_write(&mut up.stream, out, 0, out.len(), body_timeout).await {
             Ok(()) => {}
             // A write that failed (not one that timed out: its buffer went with the cancelled
             // write) on a connection the upstream had closed.
-            Err(WriteFail::Io) if resend && (up.reused || plan.idempotent) && Instant::now() < give_up => {
+            Err(WriteFail::Io) if resend && (up.reused || plan.idempotent) && may_resend(&up, &attempts) => {
                 resend = false;
+                new_only = attempts.untried() == 0;
                 continue;
             }
             Err(_) => return Err(Failure::new(ProxyError::UpstreamClosed, Some(&plan))),
@@ -235,8 +243,9 @@ async fn request(
             Ok(resp) => break (up, ubuf, resp),
             Err(HeadFail { err, nothing_received }) => {
                 shard.bufs.put(std::mem::take(&mut ubuf.data));
-                if nothing_received && resend && plan.idempotent && Instant::now() < give_up {
+                if nothing_received && resend && plan.idempotent && may_resend(&up, &attempts) {
                     resend = false;
+                    new_only = attempts.untried() == 0;
                     continue;
                 }
                 return Err(Failure::new(err, Some(&plan)));
@@ -417,13 +426,16 @@ fn is_preflight(req: &parse::RequestHead) -> bool {
     req.method == "OPTIONS" && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("access-control-request-method"))
 }
 
-/// A connection for the request's next attempt: pooled if the endpoint has one, else new. A
-/// failed connect moves on to the next endpoint while one is untried and time remains.
-async fn connect(shard: &Shard, attempts: &mut Attempts, give_up: Instant) -> Result<UpConn, ProxyError> {
+/// A connection for the request's next attempt: pooled if the endpoint has one (unless
+/// `new_only`), else new. A failed connect moves on to the next endpoint while one is untried and
+/// time remains.
+async fn connect(shard: &Shard, attempts: &mut Attempts, give_up: Instant, new_only: bool) -> Result<UpConn, ProxyError> {
     loop {
-        let ep = attempts.next();
-        if let Some(c) = shard.upstreams.checkout(attempts.service(), ep) {
-            return Ok(c);
+        let ep = attempts.next_endpoint();
+        if !new_only {
+            if let Some(c) = shard.upstreams.checkout(attempts.service(), ep) {
+                return Ok(c);
+            }
         }
         match shard.upstreams.connect(attempts.service(), ep).await {
             Ok(c) => return Ok(c),

@@ -24,6 +24,12 @@
 #                             used in front of wrk_report.lua for wrk's warm-up
 #                             and measured runs; oha still sends SCENARIO_HEADERS
 #   SCENARIO_WRK_ARGS         bash array of arguments for that script's init()
+#   scenario_wrk_check TARGET OUT CONNECTIONS
+#                             run after each measured wrk run with wrk's
+#                             output file; prints a one-line verdict, and
+#                             returns non-zero to stop the run with an error
+#                             (see mixed.sh, which checks responses against
+#                             requests)
 # The functions may use run.sh's own functions and variables (log, die, HERE,
 # ROOT, WORK). A new scenario is a new file next to this one; helpers shared
 # by several scenarios go in lib/, which is not listed as a scenario.

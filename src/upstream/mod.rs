@@ -1,5 +1,6 @@
-//! Upstream connections for one shard: per service a round-robin set of endpoints, per endpoint
-//! a LIFO pool of idle keep-alive connections. Never shared across shards, so no locks.
+//! Upstream connections for one shard: per service a round-robin set of endpoints (and the order
+//! one request tries them in, `Attempts`), per endpoint a LIFO pool of idle keep-alive
+//! connections. Never shared across shards, so no locks.
 //! A pooled connection is reused only if it is still open and has no unread bytes.
 
 use std::cell::{Cell, RefCell};
@@ -52,7 +53,7 @@ impl Attempts {
     }
 
     /// The endpoint for the next attempt.
-    pub fn next(&mut self) -> usize {
+    pub fn next_endpoint(&mut self) -> usize {
         let ep = (self.first + self.made) % self.count;
         self.made += 1;
         ep
