@@ -52,6 +52,8 @@ pub enum ProxyError {
     InvalidJson,
     #[error("request body length required")]
     LengthRequired,
+    #[error("identity headers for the upstream exceed the gateway's buffer")]
+    ForwardHeadersTooLarge,
     #[error("internal error")]
     Internal,
 }
@@ -72,7 +74,8 @@ impl ProxyError {
             | ProxyError::RateLimited
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
-            | ProxyError::LengthRequired => Side::Client,
+            | ProxyError::LengthRequired
+            | ProxyError::ForwardHeadersTooLarge => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
@@ -99,6 +102,7 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType => 415,
             ProxyError::InvalidJson => 400,
             ProxyError::LengthRequired => 411,
+            ProxyError::ForwardHeadersTooLarge => 431,
             ProxyError::Internal => 500,
         }
     }
@@ -131,6 +135,7 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType => "unsupported_media_type",
             ProxyError::InvalidJson => "invalid_json",
             ProxyError::LengthRequired => "length_required",
+            ProxyError::ForwardHeadersTooLarge => "forwarded_headers_too_large",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -157,6 +162,7 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType => "unsupported content type for this route",
             ProxyError::InvalidJson => "request body is not valid JSON",
             ProxyError::LengthRequired => "this route needs a Content-Length request body",
+            ProxyError::ForwardHeadersTooLarge => "the identity claims of this request are too large to forward",
             ProxyError::Internal => "internal error",
         }
     }

@@ -2,8 +2,10 @@
 //! `proxy` is the request path; `runtime` runs shards; `http` is the codec; `config` reads TOML.
 
 pub mod config;
+mod ctx;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod router;

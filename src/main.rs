@@ -1,5 +1,6 @@
 //! The `ringgate` command: `serve` runs the gateway, `check` validates a config, `stub` runs the
-//! stand-in upstream. Signals: SIGTERM/SIGINT drain and stop; a second one stops at once.
+//! stand-in upstream. Signals: SIGTERM/SIGINT drain and stop (a second one stops at once), SIGHUP
+//! reloads the config file, SIGUSR1 reopens the access log.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,8 +21,9 @@ use ringgate::stub::{self, StubOptions};
     long_about = "ringgate runs one shard per core, each with its own SO_REUSEPORT listener, routing \
 trie, upstream connection pools and buffers, on monoio (io_uring where the kernel allows it, epoll \
 otherwise). Configuration is one TOML file; see config/gateway.toml for every key.\n\n\
-Signals: SIGTERM or SIGINT stop accepting and drain in-flight requests for up to timeouts.drain; \
-a second signal exits at once.\n\nEnvironment: RUST_LOG sets the log filter (default \"info\").",
+Signals: SIGTERM or SIGINT stop accepting and drain in-flight requests for up to timeouts.drain \
+(a second signal exits at once); SIGHUP re-reads the config file (a config that fails `check` is \
+refused and the old one keeps serving); SIGUSR1 reopens the access log file.\n\nEnvironment: RUST_LOG sets the log filter (default \"info\").",
     after_help = "Examples:\n  ringgate check --config config/gateway.toml\n  ringgate serve --config config/gateway.toml\n  ringgate stub --listen 127.0.0.1:3001 --name users --body-size 512"
 )]
 struct Cli {
@@ -109,7 +111,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     let summary_cfg = cfg.clone();
-    let gateway = match Gateway::start(cfg) {
+    let gateway = match Gateway::start_from(cfg, Some(path.to_path_buf())) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("cannot start: {e}");
@@ -120,19 +122,38 @@ fn serve(path: &std::path::Path) -> ExitCode {
         tracing::warn!("io_uring is unavailable on this kernel; using the epoll driver");
     }
     print_summary(&summary_cfg, Some(&gateway));
+    if let Some(a) = gateway.admin_addr {
+        tracing::info!(admin = %a, "admin listener: /metrics /healthz /ready /config, POST /reload");
+    }
     let stopper = gateway.stopper();
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    let reloader = gateway.reloader();
+    let logs = gateway.log_reopener();
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                let mut seen = 0;
+                let mut stops = 0;
                 for sig in signals.forever() {
-                    seen += 1;
-                    if seen == 1 {
-                        tracing::info!(signal = sig, "stopping: no new connections, draining in-flight requests");
-                        stopper.stop();
-                    } else {
-                        tracing::warn!("second signal: exiting now");
-                        std::process::exit(1);
+                    match sig {
+                        SIGHUP => {
+                            tracing::info!("SIGHUP: reloading the config");
+                            // Errors are logged by the reloader; the old config keeps serving.
+                            let _ = reloader.reload();
+                        }
+                        SIGUSR1 => {
+                            tracing::info!("SIGUSR1: reopening the access log");
+                            logs.reopen();
+                        }
+                        _ => {
+                            stops += 1;
+                            if stops == 1 {
+                                tracing::info!(signal = sig, "stopping: no new connections, draining in-flight requests");
+                                stopper.stop();
+                            } else {
+                                tracing::warn!("second signal: exiting now");
+                                std::process::exit(1);
+                            }
+                        }
                     }
                 }
             });

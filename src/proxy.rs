@@ -16,14 +16,17 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::config::MAX_HEADERS_CAP;
-use crate::error::ProxyError;
+use crate::ctx::Ctx;
+use crate::error::{ProxyError, Side};
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::io::{write_range, ReadBuf};
 use crate::http::parse::{self, Framing, Version};
 use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
-use crate::policy::chain::{self, Verdict};
+use crate::policy::cors;
+use crate::policy::stage::{self, Admitted, Flow, Local};
 use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
+use crate::runtime::generation::Generation;
 use crate::runtime::shard::Shard;
 use crate::upstream::{Attempts, UpConn};
 
@@ -34,6 +37,8 @@ pub struct Client {
     pub ip: Inline<46>,
     pub peer: std::net::IpAddr,
     pub rbuf: ReadBuf,
+    /// Bytes written to the client so far (for the request's `bytes_out`).
+    pub sent: u64,
 }
 
 /// What the connection does after a request.
@@ -82,6 +87,7 @@ impl Intake {
 
 /// Everything decided from the request head; owned, so it survives the awaits that follow.
 struct Plan {
+    route: usize,
     service: usize,
     framing: Framing,
     max_body: u64,
@@ -92,8 +98,9 @@ struct Plan {
     request_id: RequestId,
     /// Lines the policies add to the response (CORS, RateLimit).
     response_headers: HeaderBuf,
-    /// The body is read whole and checked as JSON before it is forwarded.
-    json_check: bool,
+    /// The body is buffered whole (up to this bound) and run through the body stages before it
+    /// is forwarded.
+    body_bound: Option<u64>,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -129,17 +136,34 @@ impl Failure {
     fn after_response(err: ProxyError) -> Self {
         Failure { responded: true, ..Failure::new(err, None) }
     }
+
+    /// A body stage's answer.
+    fn local(local: Local, plan: &Plan) -> Self {
+        match local {
+            Local::Error(err, extra) => Failure { extra, ..Failure::new(err, Some(plan)) },
+            // Body stages refuse; they do not answer with a success of their own.
+            Local::Reply(..) => Failure::new(ProxyError::Internal, Some(plan)),
+        }
+    }
 }
 
 /// Serves one request whose first bytes are in `client.rbuf`. `deadline` bounds the head read.
+/// The request runs on the shard's current generation to its end, whatever a reload does
+/// meanwhile, and is recorded (metrics, access log) in one place when it ends.
 pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant) -> Next {
+    let gen = shard.generation();
+    let mut ctx = Ctx::new(client.peer);
+    let (consumed, sent) = (client.rbuf.consumed, client.sent);
     let mut out = shard.bufs.get();
     let mut intake = Intake::NoHead;
-    let answered = match request(shard, client, &mut out, deadline, &mut intake).await {
+    let answered = match request(shard, &gen, &mut ctx, client, &mut out, deadline, &mut intake).await {
         Ok(next) => next,
-        Err(f) => answer_failure(shard, client, &mut out, f, &mut intake).await,
+        Err(f) => answer_failure(shard, &gen, &mut ctx, client, &mut out, f, &mut intake).await,
     };
     shard.bufs.put(out);
+    ctx.bytes_in = client.rbuf.consumed - consumed;
+    ctx.bytes_out = client.sent - sent;
+    ctx.record(shard, &gen);
     // The one place that lets the connection carry on: whatever the answer was, only when this
     // request's bytes are all consumed. (Draining is not checked here: an answer that did not say
     // `Connection: close` promised the client it could send another request, and the drain
@@ -151,18 +175,21 @@ pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn request(
     shard: &Shard,
+    gen: &Generation,
+    ctx: &mut Ctx,
     client: &mut Client,
     out: &mut Vec<u8>,
     deadline: Instant,
     intake: &mut Intake,
 ) -> Result<Next, Failure> {
-    // 1. Read the head and decide everything it allows: route, limits, the forwarded head.
+    // 1. Read the head and decide everything it allows: route, policies, the forwarded head.
     let outcome = loop {
-        match plan_request(shard, client, out) {
+        match plan_request(shard, gen, ctx, client, out) {
             Planned::Head(head, outcome) => {
-                *intake = Intake::consume_head(&mut client.rbuf, &head, shard.cfg.limits.max_trailer);
+                *intake = Intake::consume_head(&mut client.rbuf, &head, gen.cfg.limits.max_trailer);
                 break outcome;
             }
             Planned::BadHead(f) => return Err(f),
@@ -176,11 +203,11 @@ async fn request(
     let plan = match outcome {
         Outcome::Forward(plan) => plan,
         Outcome::Reject(f) => return Err(f),
-        Outcome::Reply(r) => return reply(shard, client, out, r, intake).await,
+        Outcome::Reply(r) => return reply(shard, ctx, client, out, r, intake).await,
     };
     let Intake::Head { keep_alive, body } = intake else { return Err(Failure::new(ProxyError::Internal, Some(&plan))) };
     let keep_alive = *keep_alive;
-    let body_timeout = shard.cfg.timeouts.body;
+    let body_timeout = gen.cfg.timeouts.body;
     // `out` holds the forwarded head from here on.
 
     // 2. `Expect: 100-continue`: the gateway answers it, then the client sends the body.
@@ -189,12 +216,18 @@ async fn request(
         if res.is_err() {
             return Err(Failure::silent());
         }
+        client.sent += 25;
     }
 
-    // 3. JSON routes: the whole (bounded) body is read and checked before anything is forwarded.
-    if plan.json_check {
-        if let Framing::Length(n) = plan.framing {
-            check_json(shard, client, n as usize, &plan).await?;
+    // 3. Body stages (JSON validation): the whole, bounded body is read and checked before
+    //    anything is forwarded.
+    if let (Some(_), Framing::Length(n)) = (plan.body_bound, plan.framing) {
+        let admitted = Admitted { response_headers: plan.response_headers, ..Admitted::default() };
+        let in_out = buffer_body(gen, client, body, n, &plan, out).await?;
+        let n = n as usize;
+        let whole: &[u8] = if in_out { &out[out.len() - n..] } else { &client.rbuf.pending()[..n] };
+        if let Flow::Respond(local) = gen.routes[plan.route].pipeline.on_body(whole, &admitted) {
+            return Err(Failure::local(local, &plan));
         }
     }
 
@@ -209,12 +242,20 @@ async fn request(
     //    one exists (the endpoint may have died with the request in flight), else, after a
     //    pooled connection went stale, to the same endpoint on a new connection. No attempt
     //    starts after the service's connect + response timeout.
-    let mut attempts = shard.upstreams.attempts(plan.service);
-    let give_up = Instant::now() + shard.upstreams.retry_window(plan.service);
+    let ups = &gen.upstreams;
+    let mut attempts = ups.attempts(plan.service);
+    let give_up = Instant::now() + ups.retry_window(plan.service);
+    ctx.service = Some(plan.service);
     let mut resend = replayable;
     let mut new_only = false;
     let (mut up, mut ubuf, resp) = loop {
-        let mut up = connect(shard, &mut attempts, give_up, new_only).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        if attempts.made() > 0 {
+            let m = &ups.metrics(plan.service).retries;
+            m.set(m.get() + 1);
+        }
+        let mut up = connect(gen, ctx, &mut attempts, give_up, new_only).await.map_err(|e| Failure::new(e, Some(&plan)))?;
+        ctx.upstream = Some(ups.addr(up.service, up.endpoint));
+        ctx.upstream_started = Some(Instant::now());
         let may_resend = |up: &UpConn, attempts: &Attempts| {
             Instant::now() < give_up && (attempts.untried() > 0 || up.reused)
         };
@@ -239,7 +280,7 @@ async fn request(
         // The body has been forwarded whole: the client's wish decides (`settle` agrees).
         let keep = keep_alive && body.is_done();
         let mut ubuf = ReadBuf::new(shard.bufs.get());
-        match read_response_head(shard, client, &plan, keep, &mut up, &mut ubuf, out).await {
+        match read_response_head(shard, gen, client, &plan, keep, &mut up, &mut ubuf, out).await {
             Ok(resp) => break (up, ubuf, resp),
             Err(HeadFail { err, nothing_received }) => {
                 shard.bufs.put(std::mem::take(&mut ubuf.data));
@@ -248,15 +289,20 @@ async fn request(
                     new_only = attempts.untried() == 0;
                     continue;
                 }
+                if err == ProxyError::UpstreamTimeout {
+                    let m = &ups.metrics(plan.service).response_timeouts;
+                    m.set(m.get() + 1);
+                }
                 return Err(Failure::new(err, Some(&plan)));
             }
         }
     };
 
     // 6. Response head, plus whatever of the body fits, to the client in one write.
-    let mut rbody = ResponseBody::new(resp.client_framing, resp.upstream_framing, shard.cfg.limits.max_trailer);
+    ctx.status = resp.status;
+    let mut rbody = ResponseBody::new(resp.client_framing, resp.upstream_framing, gen.cfg.limits.max_trailer);
     let prefix_ok = rbody.take_prefix(&mut ubuf, out);
-    if timed_write(&mut client.stream, out, 0, out.len(), body_timeout).await.is_err() {
+    if client_write(client, out, body_timeout).await.is_err() {
         shard.bufs.put(ubuf.data);
         return Err(Failure::silent());
     }
@@ -264,14 +310,15 @@ async fn request(
         shard.bufs.put(ubuf.data);
         return Err(Failure::after_response(e));
     }
-    let relayed = rbody.relay(&mut up.stream, &mut ubuf, &mut client.stream, out, body_timeout).await;
+    let relayed = rbody.relay(&mut up.stream, &mut ubuf, client, out, body_timeout).await;
+    ctx.upstream_done = Some(Instant::now());
     let leftover = ubuf.pending_len();
     shard.bufs.put(std::mem::take(&mut ubuf.data));
     match relayed {
         Ok(()) => {
             // RFC 9112 §9.3: reuse only after a complete, well-framed exchange with nothing extra.
             if resp.upstream_keep_alive && leftover == 0 {
-                shard.upstreams.checkin(up);
+                ups.checkin(up);
             }
             Ok(if resp.client_keep_alive { Next::KeepAlive } else { Next::Close })
         }
@@ -311,42 +358,64 @@ struct Reply {
 }
 
 /// Sends a gateway-made bodiless answer.
-async fn reply(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
+async fn reply(shard: &Shard, ctx: &mut Ctx, client: &mut Client, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
     let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
     out.clear();
     write::reply_head(out, r.status, r.headers.as_bytes(), r.request_id.as_bytes(), keep);
-    if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+    ctx.status = r.status;
+    if client_write(client, out, shard.generation().cfg.timeouts.body).await.is_err() {
         return Err(Failure::silent());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
-/// Reads a Content-Length body of `n` bytes whole into the client buffer (the config keeps
-/// `max_json` within one buffer) and refuses it unless it is well-formed JSON. A refused body
-/// stays in the buffer, where `Intake::settle` discards it.
-async fn check_json(shard: &Shard, client: &mut Client, n: usize, plan: &Plan) -> Result<(), Failure> {
-    client.rbuf.compact();
-    while client.rbuf.pending_len() < n {
-        if client.rbuf.is_full() {
-            return Err(Failure::new(ProxyError::BodyTooLarge, Some(plan)));
+/// Reads a Content-Length body of `n` bytes (at most the route's body bound) whole, for the body
+/// stages. One that fits the client buffer stays there, to be forwarded from it (a refused one is
+/// discarded by `Intake::settle`); a larger one is appended to `out` behind the forwarded head
+/// (growing it: the only allocation, for bodies beyond the read buffer), consumed as it
+/// arrives, and the request body is then complete. Returns where the body is: true for `out`.
+async fn buffer_body(gen: &Generation, client: &mut Client, body: &mut RequestBody, n: u64, plan: &Plan, out: &mut Vec<u8>) -> Result<bool, Failure> {
+    let dur = gen.cfg.timeouts.body;
+    let n = usize::try_from(n).map_err(|_| Failure::new(ProxyError::BodyTooLarge, Some(plan)))?;
+    if n <= client.rbuf.data.capacity() {
+        client.rbuf.compact();
+        while client.rbuf.pending_len() < n {
+            match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
+                Ok(k) if k > 0 => {}
+                _ => return Err(Failure::silent()),
+            }
         }
-        match timed_fill(&mut client.stream, &mut client.rbuf, shard.cfg.timeouts.body).await {
+        return Ok(false);
+    }
+    out.reserve(n);
+    let mut left = n;
+    loop {
+        let take = client.rbuf.pending_len().min(left);
+        out.extend_from_slice(&client.rbuf.pending()[..take]);
+        client.rbuf.consume(take);
+        left -= take;
+        if left == 0 {
+            break;
+        }
+        match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
             Ok(k) if k > 0 => {}
-            _ => return Err(Failure::silent()),
+            _ => {
+                *body = RequestBody::Abandoned;
+                return Err(Failure::silent());
+            }
         }
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&client.rbuf.pending()[..n]).is_err() {
-        return Err(Failure::new(ProxyError::InvalidJson, Some(plan)));
-    }
-    Ok(())
+    *body = RequestBody::Done;
+    Ok(true)
 }
 
-/// Parses the head in `client.rbuf` and, when complete, routes it and writes the forwarded head
-/// into `out`. Synchronous, so nothing borrowed from the buffer lives across an await.
-fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
+/// Parses the head in `client.rbuf` and, when complete, routes it, runs the route's head stages
+/// and writes the forwarded head into `out`. Synchronous, so nothing borrowed from the buffer
+/// lives across an await.
+fn plan_request(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client, out: &mut Vec<u8>) -> Planned {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = client.rbuf.pending();
-    let req = match parse::parse_request(buf, &mut headers, &shard.head_limits) {
+    let req = match parse::parse_request(buf, &mut headers, &gen.head_limits) {
         Ok(Some(r)) => r,
         Ok(None) => return Planned::NeedMore,
         Err(e) => return Planned::BadHead(Failure::new(ProxyError::BadHead(e), None)),
@@ -357,6 +426,8 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         panic!("fault injected by request header");
     }
     let request_id = write::request_id(&req, &shard.ids);
+    ctx.request_id = Some(request_id);
+    ctx.set_head(req.method, req.path, req.query, gen.cfg.log.access_query, req.version);
     let head_request = req.method == "HEAD";
     let reject = |head: HeadInfo, err: ProxyError, extra: HeaderBuf| {
         let mut f = Failure::new(err, None);
@@ -366,35 +437,57 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         Planned::Head(head, Outcome::Reject(f))
     };
     let host = parse::host_without_port(req.host);
-    let (route_idx, segments) = match shard.router.lookup(host, req.path, req.method) {
-        RouteMatch::Found { route, segments } => (route, segments),
+    let preflight =
+        cors::is_preflight(req.method, stage::header(&req, "origin"), stage::header(&req, "access-control-request-method"));
+    let (route_idx, segments, only_preflight) = match gen.router.lookup(host, req.path, req.method) {
+        RouteMatch::Found { route, segments } => (route, segments, false),
         RouteMatch::NotFound => return reject(head, ProxyError::NoRoute, HeaderBuf::default()),
-        // A CORS preflight is OPTIONS whatever methods the route serves; its policy answers it.
-        RouteMatch::MethodNotAllowed { route } if is_preflight(&req) && shard.cfg.routes[route].policy.cors.is_some() => {
-            (route, 0)
-        }
-        RouteMatch::MethodNotAllowed { route } => {
+        // A CORS preflight is OPTIONS whatever methods the route serves; its CORS stage answers
+        // it, and nothing else may pass this way.
+        RouteMatch::MethodNotAllowed { route, segments } if preflight && gen.routes[route].has_cors => (route, segments, true),
+        RouteMatch::MethodNotAllowed { route, .. } => {
+            ctx.route = Some(route);
             let mut allow = HeaderBuf::default();
-            allow.raw(shard.cfg.routes[route].allow_header.as_bytes());
+            allow.raw(gen.routes[route].allow_header.as_bytes());
             return reject(head, ProxyError::MethodNotAllowed, allow);
         }
     };
-    let route = &shard.cfg.routes[route_idx];
+    ctx.route = Some(route_idx);
+    let route = &gen.routes[route_idx];
     // RFC 9110 §15.5.14: refuse an oversized body before reading it when its length is declared.
     if let Framing::Length(n) = req.framing {
         if n > route.max_body {
             return reject(head, ProxyError::BodyTooLarge, HeaderBuf::default());
         }
     }
-    // Policies: IP rules, CORS, authentication, rate limits, validation.
+    // The route's stages: IP rules, CORS, authentication, rate limits, validation.
     out.clear();
-    let admitted = match chain::run(shard, route, &req, client.peer, out) {
-        Verdict::Continue(a) => a,
-        Verdict::Reject(err, extra) => return reject(head, err, extra),
-        Verdict::Reply(status, headers) => {
+    let mut admitted = Admitted::default();
+    let flow = route.pipeline.on_head(&req, client.peer, &mut admitted, out);
+    ctx.consumer = admitted.consumer;
+    if let Some(ip) = admitted.client {
+        ctx.client_ip = ip;
+    }
+    match flow {
+        Flow::Continue if only_preflight => {
+            let mut allow = HeaderBuf::default();
+            allow.raw(route.allow_header.as_bytes());
+            return reject(head, ProxyError::MethodNotAllowed, allow);
+        }
+        Flow::Continue => {}
+        Flow::Respond(Local::Error(err, extra)) => return reject(head, err, extra),
+        Flow::Respond(Local::Reply(status, headers)) => {
             return Planned::Head(head, Outcome::Reply(Reply { status, headers, request_id }));
         }
-    };
+    }
+    // A header line that did not fit is an error, never a silent drop.
+    if admitted.forward_headers.overflowed() {
+        return reject(head, ProxyError::ForwardHeadersTooLarge, HeaderBuf::default());
+    }
+    if admitted.response_headers.overflowed() {
+        tracing::error!(route = %route.name, "response header lines from the route's policies exceed 1 KiB");
+        return reject(head, ProxyError::Internal, HeaderBuf::default());
+    }
     let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
     out.clear();
     let info = ForwardInfo {
@@ -402,12 +495,13 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         proto: b"http",
         request_id: request_id.as_bytes(),
         path,
-        strip: &route.policy.strip_headers,
+        strip: &route.strip_headers,
         extra: admitted.forward_headers.as_bytes(),
-        default_host: shard.cfg.services[route.service].name.as_bytes(),
+        default_host: gen.cfg.services[route.service].name.as_bytes(),
     };
-    write::request_head(out, buf, &req, &info, &shard.ids);
+    ctx.traceparent = write::request_head(out, buf, &req, &info, &shard.ids);
     let plan = Plan {
+        route: route_idx,
         service: route.service,
         framing: req.framing,
         max_body: route.max_body,
@@ -417,29 +511,28 @@ fn plan_request(shard: &Shard, client: &Client, out: &mut Vec<u8>) -> Planned {
         expect_continue: req.expect_continue,
         request_id,
         response_headers: admitted.response_headers,
-        json_check: admitted.json_check,
+        body_bound: route.pipeline.body_bound(req.framing),
     };
     Planned::Head(head, Outcome::Forward(plan))
-}
-
-fn is_preflight(req: &parse::RequestHead) -> bool {
-    req.method == "OPTIONS" && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("access-control-request-method"))
 }
 
 /// A connection for the request's next attempt: pooled if the endpoint has one (unless
 /// `new_only`), else new. A failed connect moves on to the next endpoint while one is untried and
 /// time remains.
-async fn connect(shard: &Shard, attempts: &mut Attempts, give_up: Instant, new_only: bool) -> Result<UpConn, ProxyError> {
+async fn connect(gen: &Generation, ctx: &mut Ctx, attempts: &mut Attempts, give_up: Instant, new_only: bool) -> Result<UpConn, ProxyError> {
+    let ups = &gen.upstreams;
     loop {
         let ep = attempts.next_endpoint();
         if !new_only {
-            if let Some(c) = shard.upstreams.checkout(attempts.service(), ep) {
+            if let Some(c) = ups.checkout(attempts.service(), ep) {
                 return Ok(c);
             }
         }
-        match shard.upstreams.connect(attempts.service(), ep).await {
+        match ups.connect(attempts.service(), ep).await {
             Ok(c) => return Ok(c),
-            Err(e) => {
+            Err((e, os)) => {
+                ctx.upstream = Some(ups.addr(attempts.service(), ep));
+                ctx.os_error = os;
                 if attempts.untried() == 0 || Instant::now() >= give_up {
                     return Err(e);
                 }
@@ -450,6 +543,7 @@ async fn connect(shard: &Shard, attempts: &mut Attempts, give_up: Instant, new_o
 
 /// How the client side of the response was decided.
 struct ResponsePlan {
+    status: u16,
     upstream_framing: Framing,
     client_framing: ClientFraming,
     upstream_keep_alive: bool,
@@ -466,6 +560,7 @@ struct HeadFail {
 /// into `out`.
 async fn read_response_head(
     shard: &Shard,
+    gen: &Generation,
     client: &mut Client,
     plan: &Plan,
     keep_alive: bool,
@@ -473,13 +568,13 @@ async fn read_response_head(
     ubuf: &mut ReadBuf,
     out: &mut Vec<u8>,
 ) -> Result<ResponsePlan, HeadFail> {
-    let deadline = Instant::now() + shard.upstreams.response_timeout(up.service);
+    let deadline = Instant::now() + gen.upstreams.response_timeout(up.service);
     let mut received = false;
     loop {
-        match plan_response(shard, plan, keep_alive, ubuf, out) {
+        match plan_response(shard, gen, plan, keep_alive, ubuf, out) {
             Ok(RespPlanned::Final(p)) => return Ok(p),
             Ok(RespPlanned::Informational) => {
-                if !out.is_empty() && timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+                if !out.is_empty() && client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
                     return Err(HeadFail { err: ProxyError::ClientGone, nothing_received: false });
                 }
                 continue;
@@ -502,10 +597,10 @@ enum RespPlanned {
     Final(ResponsePlan),
 }
 
-fn plan_response(shard: &Shard, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
+fn plan_response(shard: &Shard, gen: &Generation, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = ubuf.pending();
-    let res = match parse::parse_response(buf, &mut headers, plan.head_request, shard.head_limits.max_head) {
+    let res = match parse::parse_response(buf, &mut headers, plan.head_request, gen.head_limits.max_head) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(RespPlanned::NeedMore),
         Err(bad) => return Err(ProxyError::BadResponse(bad.0)),
@@ -539,6 +634,7 @@ fn plan_response(shard: &Shard, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBu
         plan.response_headers.as_bytes(),
     );
     let p = ResponsePlan {
+        status: res.code,
         upstream_framing: res.framing,
         client_framing,
         upstream_keep_alive: res.keep_alive,
@@ -549,10 +645,39 @@ fn plan_response(shard: &Shard, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBu
     Ok(RespPlanned::Final(p))
 }
 
-/// Writes the error response for a failed request, if one can still be sent.
-async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f: Failure, intake: &mut Intake) -> Next {
+/// Writes the error response for a failed request, if one can still be sent, and logs it with
+/// what an operator needs to find it: route, upstream address, request id, OS error.
+#[allow(clippy::too_many_arguments)]
+async fn answer_failure(
+    shard: &Shard,
+    gen: &Generation,
+    ctx: &mut Ctx,
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    f: Failure,
+    intake: &mut Intake,
+) -> Next {
+    let rid = f.request_id.unwrap_or_else(|| shard.ids.request_id());
     if !f.silent {
-        tracing::debug!(status = f.err.status(), code = f.err.code(), side = ?f.err.side(), responded = f.responded, "request failed");
+        ctx.error = Some(f.err.code());
+        let route = ctx.route.and_then(|i| gen.routes.get(i)).map_or("", |r| r.name.as_str());
+        let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
+        let os_error = ctx.os_error.map(|e| std::io::Error::from_raw_os_error(e).to_string()).unwrap_or_default();
+        let rid_text = String::from_utf8_lossy(rid.as_bytes());
+        if f.err.side() == Side::Client {
+            tracing::debug!(status = f.err.status(), code = f.err.code(), route, request_id = %rid_text, "request refused");
+        } else {
+            tracing::warn!(
+                status = f.err.status(),
+                code = f.err.code(),
+                route,
+                upstream,
+                request_id = %rid_text,
+                os_error,
+                responded = f.responded,
+                "request failed"
+            );
+        }
     }
     if f.silent || f.responded {
         return Next::Close;
@@ -561,7 +686,10 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
         intake.abandon_body();
     }
     let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
-    let rid = f.request_id.unwrap_or_else(|| shard.ids.request_id());
+    if ctx.request_id.is_none() {
+        ctx.request_id = Some(rid);
+    }
+    ctx.status = f.err.status();
     if out.capacity() == 0 {
         *out = shard.bufs.get();
     }
@@ -578,7 +706,7 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
             extra: f.extra.as_bytes(),
         },
     );
-    if timed_write(&mut client.stream, out, 0, out.len(), shard.cfg.timeouts.body).await.is_err() {
+    if client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
         return Next::Close;
     }
     if keep {
@@ -586,6 +714,14 @@ async fn answer_failure(shard: &Shard, client: &mut Client, out: &mut Vec<u8>, f
     } else {
         Next::Close
     }
+}
+
+/// Writes all of `data` to the client within `dur`, counting the bytes sent.
+async fn client_write(client: &mut Client, data: &mut Vec<u8>, dur: Duration) -> Result<(), WriteFail> {
+    let n = data.len();
+    timed_write(&mut client.stream, data, 0, n, dur).await?;
+    client.sent += n as u64;
+    Ok(())
 }
 
 /// Why a write failed.
@@ -626,11 +762,12 @@ enum RelayError {
     Chunk(ChunkError),
 }
 
-/// Streams the pending bytes of `sbuf` (up to `limit`) to `dst`, consuming them.
-async fn forward_pending(dst: &mut TcpStream, sbuf: &mut ReadBuf, n: usize, dur: Duration) -> Result<(), RelayError> {
+/// Streams `n` pending bytes of `sbuf` to `dst`, consuming them; adds them to `sent`.
+async fn forward_pending(dst: &mut TcpStream, sbuf: &mut ReadBuf, n: usize, dur: Duration, sent: &mut u64) -> Result<(), RelayError> {
     let start = sbuf.start;
     timed_write(dst, &mut sbuf.data, start, start + n, dur).await.map_err(|_| RelayError::Write)?;
     sbuf.consume(n);
+    *sent += n as u64;
     Ok(())
 }
 
@@ -749,7 +886,7 @@ impl RequestBody {
                     n
                 }
             };
-            forward_pending(up, &mut client.rbuf, n, dur).await.map_err(|_| ProxyError::UpstreamClosed)?;
+            forward_pending(up, &mut client.rbuf, n, dur, &mut 0).await.map_err(|_| ProxyError::UpstreamClosed)?;
             let done = match self {
                 RequestBody::Length(r) => *r == 0,
                 RequestBody::Chunked(dec) => dec.is_done(),
@@ -841,7 +978,7 @@ impl ResponseBody {
         &mut self,
         up: &mut TcpStream,
         ubuf: &mut ReadBuf,
-        client: &mut TcpStream,
+        client: &mut Client,
         out: &mut Vec<u8>,
         dur: Duration,
     ) -> Result<(), RelayError> {
@@ -855,7 +992,7 @@ impl ResponseBody {
                             // The upstream's close ends the body: send the last chunk.
                             out.clear();
                             out.extend_from_slice(b"0\r\n\r\n");
-                            return timed_write(client, out, 0, out.len(), dur).await.map_err(|_| RelayError::Write);
+                            return client_write(client, out, dur).await.map_err(|_| RelayError::Write);
                         }
                         _ => return Err(RelayError::Truncated),
                     }
@@ -866,23 +1003,24 @@ impl ResponseBody {
                     let n = (ubuf.pending_len() as u64).min(self.remaining) as usize;
                     self.remaining -= n as u64;
                     self.done = self.remaining == 0;
-                    forward_pending(client, ubuf, n, dur).await?;
+                    forward_pending(&mut client.stream, ubuf, n, dur, &mut client.sent).await?;
                 }
                 (ClientFraming::Chunked, Some(dec)) => {
                     let (n, done) = dec.scan(ubuf.pending()).map_err(RelayError::Chunk)?;
                     self.done = done;
-                    forward_pending(client, ubuf, n, dur).await?;
+                    forward_pending(&mut client.stream, ubuf, n, dur, &mut client.sent).await?;
                 }
                 (ClientFraming::Dechunk, Some(dec)) => {
                     let start = ubuf.start;
                     let (data, consumed, done) = dec.decode_in_place(&mut ubuf.data[start..]).map_err(RelayError::Chunk)?;
                     self.done = done;
-                    timed_write(client, &mut ubuf.data, start, start + data, dur).await.map_err(|_| RelayError::Write)?;
+                    timed_write(&mut client.stream, &mut ubuf.data, start, start + data, dur).await.map_err(|_| RelayError::Write)?;
+                    client.sent += data as u64;
                     ubuf.consume(consumed);
                 }
                 (ClientFraming::UntilClose, _) => {
                     let n = ubuf.pending_len();
-                    forward_pending(client, ubuf, n, dur).await?;
+                    forward_pending(&mut client.stream, ubuf, n, dur, &mut client.sent).await?;
                 }
                 (ClientFraming::Rechunk, _) => {
                     // At most a buffer's worth less the framing, so `out` never grows.
@@ -890,7 +1028,7 @@ impl ResponseBody {
                     out.clear();
                     put_chunk(out, &ubuf.pending()[..n]);
                     ubuf.consume(n);
-                    timed_write(client, out, 0, out.len(), dur).await.map_err(|_| RelayError::Write)?;
+                    client_write(client, out, dur).await.map_err(|_| RelayError::Write)?;
                 }
                 _ => self.done = true,
             }

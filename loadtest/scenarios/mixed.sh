@@ -101,8 +101,10 @@ statuses = counts["statuses"]
 unanswered = req - resp
 seconds = report["duration_us"] / 1e6 if report else None
 rps = f", {resp / seconds:.0f} responses/s" if seconds else ""
+balance = (f"{unanswered} unanswered" if unanswered >= 0
+           else f"{-unanswered} responses MORE than requests")
 line = (f"{resp} responses to {req} requests ({counts['error_path_requests']} to the error path), "
-        f"{unanswered} unanswered (allowed 0..{connections}), "
+        f"{balance} (allowed: 0..{connections} unanswered), "
         f"statuses {', '.join(f'{k}: {v}' for k, v in statuses.items()) or 'none'}{rps}")
 if report:
     errs = {k: v for k, v in report["errors"].items() if k != "status" and v}

@@ -36,6 +36,29 @@ pub struct Config {
     pub jwt: Vec<JwtProvider>,
     pub api_keys: Vec<ApiKeySet>,
     pub rate_limits: Vec<RateLimitDef>,
+    pub admin: Admin,
+    pub log: Log,
+}
+
+/// The admin listener (metrics, health, config, reload); off when `listen` is absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub access: AccessLogTarget,
+    /// Log the query string with the path (off by default: queries may carry tokens).
+    pub access_query: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +382,31 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
             c.err(format!("services[{i}].name"), format!("service `{name}` is defined twice"), "give each service a unique name");
         }
     }
+    let admin = Admin {
+        listen: raw.admin.listen.as_deref().and_then(|a| match a.parse::<SocketAddr>() {
+            Ok(addr) if listen.contains(&addr) && addr.port() != 0 => {
+                c.err("admin.listen", format!("{a} is also a public listener"), "give the admin listener its own address, e.g. \"127.0.0.1:9901\"");
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.err("admin.listen", format!("`{a}` is not an IP:port address"), "write it like \"127.0.0.1:9901\"");
+                None
+            }
+        }),
+    };
+    let log = Log {
+        access: match raw.log.access.as_deref() {
+            None | Some("off") => AccessLogTarget::Off,
+            Some("stdout") => AccessLogTarget::Stdout,
+            Some("") => {
+                c.err("log.access", "empty", "use \"off\", \"stdout\" or a file path");
+                AccessLogTarget::Off
+            }
+            Some(path) => AccessLogTarget::File(base.join(path)),
+        },
+        access_query: raw.log.access_query.unwrap_or(false),
+    };
     let security = policy::security(&mut c, &raw.security);
     let jwt: Vec<JwtProvider> = raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base)).collect();
     let api_keys: Vec<ApiKeySet> = raw.api_keys.iter().enumerate().filter_map(|(i, r)| policy::api_keys(&mut c, i, r)).collect();
@@ -402,6 +450,8 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         jwt,
         api_keys,
         rate_limits,
+        admin,
+        log,
     })
 }
 

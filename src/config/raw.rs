@@ -21,6 +21,19 @@ pub struct RawConfig {
     pub jwt: Vec<RawJwt>,
     pub api_keys: Vec<RawApiKeys>,
     pub rate_limits: Vec<RawRateLimit>,
+    pub admin: RawAdmin,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLog {
+    pub access: Option<String>,
+    pub access_query: Option<bool>,
 }
 
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
@@ -39,6 +52,8 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "jwt" => raw.jwt = tables(&key, value, errors),
             "api_keys" => raw.api_keys = tables(&key, value, errors),
             "rate_limits" => raw.rate_limits = tables(&key, value, errors),
+            "admin" => raw.admin = table(&key, value, errors),
+            "log" => raw.log = table(&key, value, errors),
             _ => errors.push(unknown_key(key)),
         }
     }

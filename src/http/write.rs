@@ -215,14 +215,15 @@ pub struct ForwardInfo<'a> {
 
 /// Writes the request head sent upstream: HTTP/1.1, hop-by-hop fields removed, framing
 /// normalised (one Content-Length, or chunked), X-Forwarded-*, X-Request-Id and traceparent set.
-pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &ForwardInfo, ids: &Ids) {
+/// Returns the `traceparent` the request carries upstream (the client's, or a new one).
+pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &ForwardInfo, ids: &Ids) -> Inline<55> {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(info.path);
     out.extend_from_slice(req.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff_seen = false;
-    let mut trace_ok = false;
+    let mut trace: Option<Inline<55>> = None;
     let mut host_seen = false;
     for h in req.headers {
         let name = h.name.as_bytes();
@@ -241,10 +242,10 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
             continue;
         }
         if name.eq_ignore_ascii_case(b"traceparent") {
-            if trace_ok || !valid_traceparent(h.value) {
+            if trace.is_some() || !valid_traceparent(h.value) {
                 continue;
             }
-            trace_ok = true;
+            trace = Some(Inline::new(h.value));
         }
         if name.eq_ignore_ascii_case(b"host") {
             host_seen = true;
@@ -288,10 +289,13 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
     }
     put_field(out, b"X-Request-Id", info.request_id);
     out.extend_from_slice(info.extra);
-    if !trace_ok {
-        put_field(out, b"traceparent", ids.traceparent().as_bytes());
-    }
+    let trace = trace.unwrap_or_else(|| {
+        let t = ids.traceparent();
+        put_field(out, b"traceparent", t.as_bytes());
+        t
+    });
     out.extend_from_slice(b"\r\n");
+    trace
 }
 
 /// How the response body goes to the client.

@@ -26,12 +26,21 @@ impl ApiKeySet {
     pub fn new(name: String, location: KeyLocation, forward_consumer: Option<String>, keys: &[(String, String)]) -> Result<ApiKeySet, String> {
         let mut by_digest = HashMap::new();
         for (consumer, hex) in keys {
+            // Consumers key rate limits and travel in inline buffers of 128 bytes: bounded here
+            // rather than cut on the request path, where two names could merge.
+            if consumer.len() > 128 {
+                return Err(format!("consumer `{}…` is longer than 128 bytes", &consumer[..consumer.floor_char_boundary(32)]));
+            }
             let d = parse_hex32(hex).ok_or_else(|| format!("sha256 for `{consumer}` must be 64 hex digits"))?;
             if by_digest.insert(d, consumer.clone()).is_some() {
                 return Err(format!("the key of `{consumer}` is listed twice"));
             }
         }
         Ok(ApiKeySet { name, location, forward_consumer, by_digest })
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.by_digest.len()
     }
 
     /// The consumer owning this presented key, if any.

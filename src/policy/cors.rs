@@ -113,8 +113,8 @@ impl Cors {
         request_headers: Option<&[u8]>,
         out: &mut HeaderBuf,
     ) -> CorsOutcome {
+        let preflight = is_preflight(method, origin, request_method);
         let Some(origin) = origin else { return CorsOutcome::None };
-        let preflight = method == "OPTIONS" && request_method.is_some();
         if !self.origin_allowed(origin) {
             return if preflight { CorsOutcome::PreflightDenied } else { CorsOutcome::None };
         }
@@ -231,4 +231,10 @@ mod tests {
         assert_eq!(any.apply("GET", Some(b"https://x.y"), None, None, &mut out), CorsOutcome::Actual);
         assert_eq!(out.as_bytes(), b"Access-Control-Allow-Origin: *\r\n");
     }
+}
+
+/// A CORS preflight (Fetch standard §3.2.2): `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`. The one definition the request path and the CORS stage share.
+pub fn is_preflight(method: &str, origin: Option<&[u8]>, request_method: Option<&[u8]>) -> bool {
+    method == "OPTIONS" && origin.is_some() && request_method.is_some()
 }

@@ -169,6 +169,9 @@ impl JwtError {
 /// Built once at config load; immutable; `Send + Sync`, shared by all shards through an `Arc`.
 pub struct JwtVerifier {
     name: String,
+    /// Digest of everything that decides which tokens verify (config and key material), so a
+    /// reload keeps a provider's token cache only when it would verify the same tokens.
+    fingerprint: u64,
     keys: Vec<Key>,
     issuer: Option<String>,
     audiences: Vec<String>,
@@ -206,8 +209,28 @@ impl JwtVerifier {
     /// with where in this provider's config it is (`keys[1]`, `jwks_file`, `forward_claims[0]`)
     /// so the loader can prefix its own path.
     pub fn from_config(cfg: &JwtConfig) -> Result<JwtVerifier, Vec<String>> {
+        use std::hash::{Hash, Hasher};
         let jwks = cfg.jwks_file.as_deref().map(|path| (path, std::fs::read_to_string(path)));
-        JwtVerifier::build(cfg, jwks)
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{cfg:?}").hash(&mut h);
+        // Key sources print redacted, so their material is hashed itself.
+        for k in &cfg.keys {
+            match k {
+                KeySource::PemFile { path, .. } => std::fs::read(path).ok().hash(&mut h),
+                KeySource::Secret { secret, .. } => secret.hash(&mut h),
+            }
+        }
+        if let Some((_, Ok(text))) = &jwks {
+            text.hash(&mut h);
+        }
+        let mut v = JwtVerifier::build(cfg, jwks)?;
+        v.fingerprint = h.finish();
+        Ok(v)
+    }
+
+    /// See the field: equal fingerprints verify the same tokens the same way.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     fn build(
@@ -286,6 +309,7 @@ impl JwtVerifier {
         }
         Ok(JwtVerifier {
             name: cfg.name.clone(),
+            fingerprint: 0,
             keys: keys.into_iter().map(|(_, k)| k).collect(),
             issuer: cfg.issuer.clone(),
             audiences: cfg.audiences.clone(),

@@ -10,8 +10,9 @@ use crate::config::{HostMatch, PathMatch, Route};
 pub enum RouteMatch {
     /// Route index and how many path segments the route's path covers (for `strip_prefix`).
     Found { route: usize, segments: usize },
-    /// A path matched but no route there accepts the method; `route` is one that matched the path.
-    MethodNotAllowed { route: usize },
+    /// A path matched but no route there accepts the method; `route` is one that matched the path,
+    /// `segments` as for `Found`.
+    MethodNotAllowed { route: usize, segments: usize },
     NotFound,
 }
 
@@ -144,7 +145,7 @@ impl Router {
             if let Some(t) = self.exact_hosts.get(host) {
                 match self.lookup_trie(t, path, method) {
                     RouteMatch::NotFound => {}
-                    RouteMatch::MethodNotAllowed { route } => saw_path = saw_path.or(Some(route)),
+                    RouteMatch::MethodNotAllowed { route, segments } => saw_path = saw_path.or(Some((route, segments))),
                     found => return found,
                 }
             }
@@ -152,7 +153,7 @@ impl Router {
                 if host.len() > sfx.len() && host.ends_with(sfx) {
                     match self.lookup_trie(t, path, method) {
                         RouteMatch::NotFound => {}
-                        RouteMatch::MethodNotAllowed { route } => saw_path = saw_path.or(Some(route)),
+                        RouteMatch::MethodNotAllowed { route, segments } => saw_path = saw_path.or(Some((route, segments))),
                         found => return found,
                     }
                 }
@@ -160,7 +161,7 @@ impl Router {
         }
         match self.lookup_trie(&self.any_host, path, method) {
             RouteMatch::NotFound => match saw_path {
-                Some(route) => RouteMatch::MethodNotAllowed { route },
+                Some((route, segments)) => RouteMatch::MethodNotAllowed { route, segments },
                 None => RouteMatch::NotFound,
             },
             other => other,
@@ -176,7 +177,7 @@ impl Router {
 
     fn lookup_trie(&self, trie: &PathTrie, path: &[u8], method: &str) -> RouteMatch {
         let mut node = &trie.root;
-        let mut saw_path = node.prefix.first().copied();
+        let mut saw_path = node.prefix.first().map(|&r| (r, 0));
         let mut best = self.pick(&node.prefix, method).map(|r| (r, 0));
         let mut complete = true;
         for seg in segments(path) {
@@ -184,7 +185,7 @@ impl Router {
                 Some(next) => {
                     node = next;
                     if let Some(&r) = node.prefix.first() {
-                        saw_path = Some(r);
+                        saw_path = Some((r, node.depth));
                         if let Some(r) = self.pick(&node.prefix, method) {
                             best = Some((r, node.depth));
                         }
@@ -197,7 +198,7 @@ impl Router {
             }
         }
         if complete && !node.exact.is_empty() {
-            saw_path = node.exact.first().copied();
+            saw_path = node.exact.first().map(|&r| (r, node.depth));
             if let Some(r) = self.pick(&node.exact, method) {
                 return RouteMatch::Found { route: r, segments: node.depth };
             }
@@ -205,7 +206,7 @@ impl Router {
         match best {
             Some((route, segments)) => RouteMatch::Found { route, segments },
             None => match saw_path {
-                Some(route) => RouteMatch::MethodNotAllowed { route },
+                Some((route, segments)) => RouteMatch::MethodNotAllowed { route, segments },
                 None => RouteMatch::NotFound,
             },
         }

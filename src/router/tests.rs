@@ -35,15 +35,19 @@ fn found(route: usize, segments: usize) -> RouteMatch {
     RouteMatch::Found { route, segments }
 }
 
+/// A 405 match; its segment count is checked where a test names it (see `check`).
 fn not_allowed(route: usize) -> RouteMatch {
-    RouteMatch::MethodNotAllowed { route }
+    RouteMatch::MethodNotAllowed { route, segments: usize::MAX }
 }
 
 /// Each case is (host, path, method, expected match).
 fn check(routes: &[Route], cases: &[(&str, &str, &str, RouteMatch)]) {
     let router = Router::new(routes);
     for (host, path, method, want) in cases {
-        let got = router.lookup(host.as_bytes(), path.as_bytes(), method);
+        let mut got = router.lookup(host.as_bytes(), path.as_bytes(), method);
+        if let (RouteMatch::MethodNotAllowed { segments, .. }, RouteMatch::MethodNotAllowed { segments: usize::MAX, .. }) = (&mut got, want) {
+            *segments = usize::MAX;
+        }
         assert_eq!(&got, want, "{method} {host}{path}");
     }
 }
@@ -238,7 +242,7 @@ fn host_less_route_allowing_the_method_beats_a_host_route_refusing_it() {
     );
     // Both routes matched the path and neither allows PUT: a 405 naming either one.
     let got = Router::new(&routes).lookup(b"a.test", b"/x", "PUT");
-    assert!(matches!(got, RouteMatch::MethodNotAllowed { route: 0 | 1 }), "{got:?}");
+    assert!(matches!(got, RouteMatch::MethodNotAllowed { route: 0 | 1, .. }), "{got:?}");
 }
 
 #[test]
@@ -326,4 +330,11 @@ fn conflicts_name_both_routes() {
     let found: Vec<(String, bool)> =
         Router::conflicts(&routes).into_iter().map(|c| (c.path, c.problem.contains("`a` (routes[0])"))).collect();
     assert_eq!(found, [("routes[1].paths[1]".to_string(), true)]);
+}
+
+#[test]
+fn method_not_allowed_reports_how_many_segments_the_route_covers() {
+    let routes = [route("users", &["/api/users"], &[], &["GET"])];
+    let router = Router::new(&routes);
+    assert_eq!(router.lookup(b"h", b"/api/users/7", "OPTIONS"), RouteMatch::MethodNotAllowed { route: 0, segments: 2 });
 }

@@ -2,13 +2,17 @@
 //! SO_REUSEPORT listeners, router, upstream pools and buffers. Also start-up, the accept loops and
 //! graceful shutdown.
 
-pub mod conn;
+mod conn;
 pub mod drain;
+pub mod generation;
+pub mod reload;
 pub mod shard;
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +24,11 @@ use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, DriverChoice};
+use crate::observe::admin;
+use crate::observe::log::{self, AccessLog, Sink};
+use drain::Drain;
+use generation::Published;
+use reload::Reloader;
 use shard::{Global, Shard};
 
 /// The io driver actually in use.
@@ -41,15 +50,25 @@ impl Driver {
 /// A running gateway: its bound addresses and its shard threads.
 pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub driver: Driver,
     global: Arc<Global>,
+    reloader: Arc<Reloader>,
+    sink: Arc<Sink>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Binds every listener (port 0 is resolved once and shared by all shards) and starts shards.
+    /// Starts from a parsed config; reloads then need `reload_with` (there is no file to re-read).
     pub fn start(cfg: Config) -> io::Result<Gateway> {
-        let cfg = Arc::new(cfg);
+        Gateway::start_from(cfg, None)
+    }
+
+    /// Binds every listener (port 0 is resolved once and shared by all shards), starts the
+    /// access-log writer, the admin listener and the shards. `path` is the file SIGHUP and
+    /// `POST /reload` re-read.
+    pub fn start_from(cfg: Config, path: Option<PathBuf>) -> io::Result<Gateway> {
         let driver = match cfg.server.driver {
             DriverChoice::Epoll => Driver::Epoll,
             DriverChoice::IoUring => Driver::IoUring,
@@ -57,31 +76,41 @@ impl Gateway {
             DriverChoice::Auto => Driver::Epoll,
         };
         let workers = cfg.server.workers;
-        // listeners[shard][i] for listen address i.
-        let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        // listeners[shard] = (configured address, socket) for each listen address.
+        let mut listeners: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for &want in &cfg.server.listen {
-            let mut addr = want;
-            for shard_listeners in listeners.iter_mut() {
-                let l = bind(addr, cfg.server.backlog)?;
-                addr = l.local_addr()?;
-                shard_listeners.push(l);
+            let sockets = bind_all(want, workers, cfg.server.backlog).map_err(io::Error::other)?;
+            addrs.push(sockets[0].local_addr()?);
+            for (shard, l) in listeners.iter_mut().zip(sockets) {
+                shard.push((want, l));
             }
-            addrs.push(addr);
         }
+        let (sink, log_tx) = log::start_writer(&cfg.log.access, workers)
+            .map_err(|e| io::Error::other(format!("cannot open the access log {:?}: {e}", cfg.log.access)))?;
+        let admin = match cfg.admin.listen {
+            Some(a) => Some(admin::bind(a).map_err(|e| io::Error::new(e.kind(), format!("admin listener {a}: {e}")))?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-        let global = Arc::new(Global::new(&cfg));
+        let entries = cfg.server.uring_entries;
+        let backlog = cfg.server.backlog;
+        let global = Arc::new(Global::new(Published::new(1, Arc::new(cfg), None, Vec::new()), workers));
+        let reloader = Arc::new(Reloader::new(path, global.clone(), sink.clone(), backlog));
+        if let Some(l) = admin {
+            admin::serve(l, reloader.clone());
+        }
         let mut threads = Vec::new();
         for (id, ls) in listeners.into_iter().enumerate() {
-            let cfg = cfg.clone();
             let global = global.clone();
+            let log_tx = log_tx.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let t = std::thread::Builder::new().name(format!("ringgate-{id}")).spawn(move || {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                let entries = cfg.server.uring_entries;
-                let shard = Rc::new(Shard::new(id, cfg, global));
+                let shard = Rc::new(Shard::new(id, global, AccessLog::new(log_tx)));
                 let result = match driver {
                     Driver::IoUring => {
                         let build = |tuned| {
@@ -104,7 +133,7 @@ impl Gateway {
             })?;
             threads.push(t);
         }
-        Ok(Gateway { addrs, driver, global, threads })
+        Ok(Gateway { addrs, admin_addr, driver, global, reloader, sink, threads })
     }
 
     /// Stops accepting and lets shards drain in-flight requests (up to `timeouts.drain`).
@@ -115,6 +144,31 @@ impl Gateway {
     /// A handle that can stop the gateway from another thread (e.g. a signal handler).
     pub fn stopper(&self) -> Stopper {
         Stopper(self.global.clone())
+    }
+
+    /// The reload entry point (SIGHUP, `POST /reload`).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// Applies `cfg` as a reload; every shard switches within one tick.
+    pub fn reload_with(&self, cfg: Config) -> Result<u64, Vec<String>> {
+        self.reloader.reload_with(cfg)
+    }
+
+    /// The generation every shard has switched to, once they all have.
+    pub fn generation(&self) -> u64 {
+        self.global.published_id()
+    }
+
+    /// Makes the access-log writer reopen its file (SIGUSR1, for logrotate).
+    pub fn reopen_logs(&self) {
+        self.sink.reopen();
+    }
+
+    /// A handle for reopening the access log from another thread.
+    pub fn log_reopener(&self) -> Arc<Sink> {
+        self.sink.clone()
     }
 
     /// Waits for every shard to finish.
@@ -131,6 +185,11 @@ impl Gateway {
     /// Connections closed at accept because their client address was at its cap.
     pub fn refused_per_ip(&self) -> usize {
         self.global.refused_per_ip.load(Ordering::Relaxed)
+    }
+
+    /// Open connections counted for one client address.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> u32 {
+        self.global.per_ip.get(&ip).map_or(0, |n| *n)
     }
 }
 
@@ -155,6 +214,36 @@ fn uring_builder(tuned: bool) -> io_uring::Builder {
     b
 }
 
+/// One listening socket per shard on `want` (port 0: the port the first one gets). Refuses an
+/// address another process already listens on: SO_REUSEPORT would otherwise share it silently
+/// and split the traffic between the two.
+pub(crate) fn bind_all(want: SocketAddr, shards: usize, backlog: i32) -> Result<Vec<std::net::TcpListener>, String> {
+    let fail = |e: io::Error| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            format!("{want}: address already in use by another process")
+        } else {
+            format!("{want}: {e}")
+        }
+    };
+    if want.port() != 0 {
+        // A socket without SO_REUSEPORT cannot bind where anything listens.
+        let probe = Socket::new(Domain::for_address(want), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+        probe.set_reuse_address(true).map_err(fail)?;
+        if want.is_ipv6() {
+            probe.set_only_v6(true).map_err(fail)?;
+        }
+        probe.bind(&want.into()).map_err(fail)?;
+    }
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
+    let mut addr = want;
+    for _ in 0..shards {
+        let l = bind(addr, backlog).map_err(fail)?;
+        addr = l.local_addr().map_err(fail)?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -168,42 +257,72 @@ fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-async fn run_shard(shard: Rc<Shard>, listeners: Vec<std::net::TcpListener>) {
-    for l in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => {
-                monoio::spawn(accept_loop(shard.clone(), l));
-            }
-            Err(e) => tracing::error!(shard = shard.id, error = %e, "cannot use listener"),
-        }
-    }
-    monoio::spawn(housekeeping(shard.clone()));
+/// The shard's open listeners: configured address and the signal that closes it.
+type Listeners = Rc<RefCell<Vec<(SocketAddr, Rc<Drain>)>>>;
+
+async fn run_shard(shard: Rc<Shard>, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
+    let open: Listeners = Rc::default();
+    listen(&shard, &open, listeners);
+    shard.global.serving.fetch_add(1, Ordering::Relaxed);
+    monoio::spawn(housekeeping(shard.clone(), open.clone()));
     shard.drain.wait().await;
+    shard.global.serving.fetch_sub(1, Ordering::Relaxed);
     // Drain: listeners are closed; wait for in-flight connections to finish, bounded.
-    let deadline = Instant::now() + shard.cfg.timeouts.drain;
+    let deadline = Instant::now() + shard.generation().cfg.timeouts.drain;
     while shard.conns.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if shard.conns.get() > 0 {
         tracing::warn!(shard = shard.id, open = shard.conns.get(), "drain timeout; closing remaining connections");
     }
+    shard.log.flush(&shard.metrics);
 }
 
-/// Every 50 ms: watches the stop flag; every 250 ms: expires idle and header-wait deadlines;
-/// every second: sweeps idle upstream connections.
-async fn housekeeping(shard: Rc<Shard>) {
+/// Starts an accept loop for each listener.
+fn listen(shard: &Rc<Shard>, open: &Listeners, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
+    for (addr, l) in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                let stop = Rc::new(Drain::default());
+                open.borrow_mut().push((addr, stop.clone()));
+                monoio::spawn(accept_loop(shard.clone(), l, stop));
+            }
+            Err(e) => tracing::error!(shard = shard.id, %addr, error = %e, "cannot use listener"),
+        }
+    }
+}
+
+/// Every 50 ms: watches the stop flag, switches to a newly published config (opening and
+/// closing listeners as it says), answers metric requests, flushes the access log; every 250 ms:
+/// expires idle and header-wait deadlines; every second: sweeps idle upstream connections.
+async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
     let mut ticks = 0u32;
     loop {
         monoio::time::sleep(Duration::from_millis(50)).await;
+        let gen = shard.generation();
         if shard.global.stop.load(Ordering::Relaxed) && !shard.drain.is_draining() {
-            shard.drain.start(Instant::now() + shard.cfg.timeouts.drain_grace);
+            shard.drain.start(Instant::now() + gen.cfg.timeouts.drain_grace);
+        }
+        if let Some(next) = shard.tick() {
+            if !shard.drain.is_draining() {
+                let p = shard.global.published();
+                let mine = p.new_listeners.lock().map(|mut all| all.get_mut(shard.id).map(std::mem::take)).unwrap_or_default();
+                listen(&shard, &open, mine.unwrap_or_default());
+            }
+            open.borrow_mut().retain(|(addr, stop)| {
+                let keep = next.cfg.server.listen.contains(addr);
+                if !keep {
+                    stop.start(Instant::now());
+                }
+                keep
+            });
         }
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(5) || shard.drain.is_draining() {
             shard.drain.tick(Instant::now());
         }
         if ticks.is_multiple_of(20) {
-            shard.upstreams.sweep();
+            shard.generation().upstreams.sweep();
         }
     }
 }
@@ -215,30 +334,38 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.conns.set(self.0.conns.get() - 1);
         self.0.global.conns.fetch_sub(1, Ordering::Relaxed);
-        self.0.global.release_ip(self.1, self.0.cfg.security.max_connections_per_ip);
+        self.0.global.release_ip(self.1);
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let max = shard.cfg.limits.max_connections;
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Drain>) {
     loop {
         // At the connection limit, stop accepting (the kernel backlog holds new clients) rather
         // than accept-and-close; check again shortly.
+        let max = shard.generation().cfg.limits.max_connections;
+        if shard.global.conns.load(Ordering::Relaxed) >= max {
+            let m = &shard.metrics.conns.accept_paused;
+            m.set(m.get() + 1);
+        }
         while shard.global.conns.load(Ordering::Relaxed) >= max {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(10)) => {}
                 _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
+                _ = stop.wait() => return accept_backlog(&shard, &listener),
             }
         }
         let accepted = monoio::select! {
             r = listener.accept() => r,
             _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
+            _ = stop.wait() => return accept_backlog(&shard, &listener),
         };
         match accepted {
             Ok((stream, peer)) => spawn_conn(&shard, stream, peer),
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: accept would fail again at once, so wait
                 // instead of spinning.
+                let m = &shard.metrics.conns.accept_errors_fd;
+                m.set(m.get() + 1);
                 tracing::warn!(error = %e, "accept failed for lack of resources; pausing 100ms");
                 monoio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -247,15 +374,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// On drain, before the listener closes: takes the connections whose handshake already
-/// completed (closing the listener would reset them, and their clients may already have sent a
-/// request). They are served like any other during the drain grace, with `Connection: close`.
-/// Nothing that connects after this point is accepted.
+/// On drain (or when a reload removes the listener), before the listener closes: takes the
+/// connections whose handshake already completed (closing the listener would reset them, and
+/// their clients may already have sent a request). They are served like any other, during the
+/// drain grace with `Connection: close`. Nothing that connects after this point is accepted.
 fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener) {
     // SAFETY: the descriptor belongs to `listener`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(listener)) };
     let sock = socket2::SockRef::from(&fd);
-    let max = shard.cfg.limits.max_connections;
+    let max = shard.generation().cfg.limits.max_connections;
     while shard.global.conns.load(Ordering::Relaxed) < max {
         // The listener is non-blocking: WouldBlock ends the backlog.
         let Ok((s, addr)) = sock.accept() else { break };
@@ -273,9 +400,14 @@ fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener) {
 /// Counts a new connection and serves it on its own task.
 fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr) {
     // Over its per-address cap: closed at once (dropping the stream), and counted.
-    if !shard.global.admit_ip(peer.ip(), shard.cfg.security.max_connections_per_ip) {
+    let cap = shard.generation().cfg.security.max_connections_per_ip;
+    if !shard.global.admit_ip(peer.ip(), cap) {
+        let m = &shard.metrics.conns.refused_per_ip;
+        m.set(m.get() + 1);
         return;
     }
+    let m = &shard.metrics.conns.accepted;
+    m.set(m.get() + 1);
     shard.conns.set(shard.conns.get() + 1);
     shard.global.conns.fetch_add(1, Ordering::Relaxed);
     let guard = ConnGuard(shard.clone(), peer.ip());

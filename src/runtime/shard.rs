@@ -1,105 +1,184 @@
-//! One shard's state: everything a request needs, owned by one thread. Shared-nothing except the
-//! immutable config and the global connection counter.
+//! One shard's state, owned by one thread: its current `Generation`, buffers, ids, drain signal,
+//! connection count and metrics. Shared with other threads only through `Global`: the connection
+//! counters, the stop flag, the published config, and metric snapshots handed to the admin thread.
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::drain::Drain;
-use crate::config::Config;
+use super::generation::{Generation, Published};
 use crate::http::io::BufPool;
-use crate::http::parse::HeadLimits;
 use crate::http::write::Ids;
-use crate::policy::jwt::TokenCache;
-use crate::policy::ratelimit::Limiter;
-use crate::router::Router;
-use crate::upstream::Upstreams;
+use crate::observe::log::AccessLog;
+use crate::observe::metrics::{ShardMetrics, Snapshot};
 
-/// State shared by all shards: counters, the stop flag and the rate limiters (all lock-free on
-/// the request path, so that limits are exact across shards).
-#[derive(Default)]
+/// State shared by all shards (lock-free on the request path).
 pub struct Global {
     /// Open client connections across shards (for `limits.max_connections`).
     pub conns: AtomicUsize,
     /// Set by the signal handler or `Gateway::shutdown`.
     pub stop: AtomicBool,
-    /// One per `[[rate_limits]]` entry, by index.
-    pub limiters: Vec<Limiter>,
-    /// Open connections per client address, for `security.max_connections_per_ip`.
+    /// Open connections per client address, for `security.max_connections_per_ip`. Counted
+    /// whatever the cap, so a reload that sets or changes the cap finds exact counts.
     pub per_ip: dashmap::DashMap<IpAddr, u32>,
     /// Connections closed at once because their address was over its cap.
     pub refused_per_ip: AtomicUsize,
+    /// The config shards should run; they pick up a new one on their next tick.
+    published: Mutex<Arc<Published>>,
+    published_id: AtomicU64,
+    /// Shards serving (started and not draining).
+    pub serving: AtomicUsize,
+    pub shards: usize,
+    snapshots: Snapshots,
+}
+
+/// Metric snapshots requested by the admin thread and answered by each shard on its tick.
+struct Snapshots {
+    wanted: AtomicU64,
+    answers: Mutex<Vec<(u64, Snapshot)>>,
+    ready: Condvar,
 }
 
 impl Global {
-    pub fn new(cfg: &Config) -> Global {
-        Global { limiters: cfg.rate_limits.iter().map(|d| Limiter::new(&d.limit)).collect(), ..Global::default() }
+    pub fn new(first: Published, shards: usize) -> Global {
+        Global {
+            conns: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            per_ip: dashmap::DashMap::new(),
+            refused_per_ip: AtomicUsize::new(0),
+            published_id: AtomicU64::new(first.id),
+            published: Mutex::new(Arc::new(first)),
+            serving: AtomicUsize::new(0),
+            shards,
+            snapshots: Snapshots {
+                wanted: AtomicU64::new(0),
+                answers: Mutex::new((0..shards).map(|_| (0, Snapshot::default())).collect()),
+                ready: Condvar::new(),
+            },
+        }
+    }
+
+    pub fn published(&self) -> Arc<Published> {
+        self.published.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn published_id(&self) -> u64 {
+        self.published_id.load(Ordering::Acquire)
+    }
+
+    /// Makes `p` the config every shard switches to on its next tick.
+    pub fn publish(&self, p: Published) {
+        let id = p.id;
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+        self.published_id.store(id, Ordering::Release);
     }
 
     /// Counts a new connection from `ip`; false when that address is at `cap` (0 = no cap).
     pub fn admit_ip(&self, ip: IpAddr, cap: usize) -> bool {
-        if cap == 0 {
-            return true;
-        }
         let mut n = self.per_ip.entry(ip).or_insert(0);
-        if *n as usize >= cap {
+        if cap > 0 && *n as usize >= cap {
             drop(n);
             self.per_ip.remove_if(&ip, |_, v| *v == 0);
-            self.refused_per_ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         *n += 1;
         true
     }
 
-    pub fn release_ip(&self, ip: IpAddr, cap: usize) {
-        if cap == 0 {
-            return;
-        }
+    pub fn release_ip(&self, ip: IpAddr) {
         if let Some(mut n) = self.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
         }
         self.per_ip.remove_if(&ip, |_, v| *v == 0);
     }
+
+    /// Asks every shard for its metrics and waits up to `limit` for the answers. A shard that
+    /// does not answer in time contributes its previous snapshot.
+    pub fn collect(&self, limit: Duration) -> Vec<Snapshot> {
+        let want = self.snapshots.wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        let answers = self.snapshots.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let (answers, _) = self
+            .snapshots
+            .ready
+            .wait_timeout_while(answers, limit, |a| a.iter().any(|(seq, _)| *seq < want))
+            .unwrap_or_else(|e| e.into_inner());
+        answers.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// A shard answers a pending snapshot request, if any (called on its tick).
+    fn answer_snapshot(&self, shard: &Shard) {
+        let want = self.snapshots.wanted.load(Ordering::Acquire);
+        if want == shard.answered.get() {
+            return;
+        }
+        shard.answered.set(want);
+        let snap = shard.metrics.snapshot(shard.conns.get() as u64);
+        let mut answers = self.snapshots.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = answers.get_mut(shard.id) {
+            *slot = (want, snap);
+        }
+        self.snapshots.ready.notify_all();
+    }
 }
 
 pub struct Shard {
     pub id: usize,
-    pub cfg: Arc<Config>,
-    pub router: Router,
-    pub upstreams: Upstreams,
-    /// Read and write buffers, each `max(read_buffer, max_head)` bytes.
+    generation: RefCell<Rc<Generation>>,
+    /// Read and write buffers, each `max(read_buffer, max_head)` bytes of the first config.
     pub bufs: BufPool,
     pub ids: Ids,
     pub drain: Drain,
     /// Open client connections on this shard.
     pub conns: Cell<usize>,
-    pub head_limits: HeadLimits,
     pub global: Arc<Global>,
-    /// Verified JWTs, one cache per `[[jwt]]` provider, by index.
-    pub token_caches: Vec<RefCell<TokenCache>>,
+    pub metrics: ShardMetrics,
+    pub log: AccessLog,
+    /// The last snapshot request answered.
+    answered: Cell<u64>,
 }
 
 impl Shard {
-    pub fn new(id: usize, cfg: Arc<Config>, global: Arc<Global>) -> Shard {
-        let size = cfg.server.read_buffer.max(cfg.limits.max_head);
+    pub fn new(id: usize, global: Arc<Global>, log: AccessLog) -> Shard {
+        let p = global.published();
+        let metrics = ShardMetrics::default();
+        let generation = Generation::build(id, &p, None, &metrics);
+        let size = p.cfg.server.read_buffer.max(p.cfg.limits.max_head);
         Shard {
             id,
-            router: Router::new(&cfg.routes),
-            upstreams: Upstreams::new(&cfg),
-            bufs: BufPool::new(size, cfg.server.pooled_buffers),
+            generation: RefCell::new(Rc::new(generation)),
+            bufs: BufPool::new(size, p.cfg.server.pooled_buffers),
             ids: Ids::new(id),
             drain: Drain::default(),
             conns: Cell::new(0),
-            head_limits: HeadLimits {
-                max_head: cfg.limits.max_head,
-                max_target: cfg.limits.max_target,
-                max_headers: cfg.limits.max_headers,
-            },
-            token_caches: cfg.jwt.iter().map(|p| RefCell::new(p.verifier.0.token_cache(p.cache_size))).collect(),
-            cfg,
             global,
+            metrics,
+            log,
+            answered: Cell::new(0),
         }
+    }
+
+    /// The generation new requests start on.
+    pub fn generation(&self) -> Rc<Generation> {
+        self.generation.borrow().clone()
+    }
+
+    /// On each tick: switches to a newly published config, answers a metrics request.
+    /// Returns the new generation when it switched.
+    pub fn tick(&self) -> Option<Rc<Generation>> {
+        self.global.answer_snapshot(self);
+        self.log.flush(&self.metrics);
+        let current = self.generation();
+        if self.global.published_id() == current.id {
+            return None;
+        }
+        let p = self.global.published();
+        let next = Rc::new(Generation::build(self.id, &p, Some(&current), &self.metrics));
+        *self.generation.borrow_mut() = next.clone();
+        Some(next)
     }
 }

@@ -6,12 +6,14 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::observe::metrics::{ServiceMetrics, ShardMetrics};
 
 struct Idle {
     stream: TcpStream,
@@ -28,6 +30,7 @@ struct Service {
     next: Cell<usize>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    metrics: Rc<ServiceMetrics>,
 }
 
 pub struct Upstreams {
@@ -59,6 +62,11 @@ impl Attempts {
         ep
     }
 
+    /// Attempts made so far.
+    pub fn made(&self) -> usize {
+        self.made
+    }
+
     /// Endpoints not yet tried.
     pub fn untried(&self) -> usize {
         self.count.saturating_sub(self.made)
@@ -75,7 +83,9 @@ pub struct UpConn {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &Config) -> Self {
+    /// Each shard's round robin starts at its own offset, so the first requests of several shards
+    /// spread over the endpoints instead of all going to the first.
+    pub fn new(cfg: &Config, shard: usize, metrics: &ShardMetrics) -> Self {
         Upstreams {
             services: cfg
                 .services
@@ -86,14 +96,42 @@ impl Upstreams {
                         .iter()
                         .map(|&addr| Endpoint { addr, idle: RefCell::new(Vec::new()) })
                         .collect(),
-                    next: Cell::new(0),
+                    next: Cell::new(shard),
                     connect_timeout: s.connect_timeout,
                     response_timeout: s.response_timeout,
+                    metrics: metrics.service(&s.name),
                 })
                 .collect(),
             idle_timeout: cfg.upstream.idle_timeout,
             max_idle: cfg.upstream.max_idle_per_endpoint,
         }
+    }
+
+    /// Takes over `prev`'s idle connections to every address this set also has (a reload keeps
+    /// warm connections to upstreams that stayed).
+    pub fn adopt_idle(&self, prev: &Upstreams) {
+        for s in &self.services {
+            for ep in &s.endpoints {
+                let mut mine = ep.idle.borrow_mut();
+                for old in prev.services.iter().flat_map(|s| &s.endpoints).filter(|e| e.addr == ep.addr) {
+                    let mut theirs = old.idle.borrow_mut();
+                    while mine.len() < self.max_idle {
+                        match theirs.pop() {
+                            Some(c) => mine.push(c),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn metrics(&self, service: usize) -> &ServiceMetrics {
+        &self.services[service].metrics
+    }
+
+    pub fn addr(&self, service: usize, endpoint: usize) -> SocketAddr {
+        self.services[service].endpoints[endpoint].addr
     }
 
     pub fn response_timeout(&self, service: usize) -> Duration {
@@ -122,23 +160,33 @@ impl Upstreams {
         let now = Instant::now();
         while let Some(c) = idle.pop() {
             if now.duration_since(c.since) < self.idle_timeout && quiet(&c.stream) {
+                let m = &self.services[service].metrics;
+                m.pool_reused.set(m.pool_reused.get() + 1);
                 return Some(UpConn { stream: c.stream, service, endpoint, reused: true });
             }
         }
         None
     }
 
-    /// Opens a new connection to this endpoint.
-    pub async fn connect(&self, service: usize, endpoint: usize) -> Result<UpConn, ProxyError> {
+    /// Opens a new connection to this endpoint; a failure carries the OS error, if any.
+    pub async fn connect(&self, service: usize, endpoint: usize) -> Result<UpConn, (ProxyError, Option<i32>)> {
         let s = &self.services[service];
         let addr = s.endpoints[endpoint].addr;
+        let m = &s.metrics;
         match monoio::time::timeout(s.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                m.pool_new.set(m.pool_new.get() + 1);
                 Ok(UpConn { stream, service, endpoint, reused: false })
             }
-            Ok(Err(_)) => Err(ProxyError::ConnectFailed),
-            Err(_) => Err(ProxyError::ConnectTimeout),
+            Ok(Err(e)) => {
+                m.connect_failures.set(m.connect_failures.get() + 1);
+                Err((ProxyError::ConnectFailed, e.raw_os_error()))
+            }
+            Err(_) => {
+                m.connect_timeouts.set(m.connect_timeouts.get() + 1);
+                Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT)))
+            }
         }
     }
 
@@ -161,9 +209,6 @@ impl Upstreams {
         }
     }
 
-    pub fn idle_count(&self) -> usize {
-        self.services.iter().flat_map(|s| &s.endpoints).map(|e| e.idle.borrow().len()).sum()
-    }
 }
 
 /// True when an idle connection has nothing to read and is not closed: a peek that would block.

@@ -1,0 +1,266 @@
+//! Merges shard snapshots and writes them as Prometheus text (version 0.0.4) or OpenMetrics
+//! 1.0. Runs on the admin thread, never on a shard. Durations are exported in seconds: as
+//! histograms with fixed buckets, plus p50/p90/p99/p99.9 gauges computed exactly (to the
+//! histogram's 1 % precision) from the merged hdrhistograms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::metrics::{new_histogram, Snapshot};
+
+/// Bucket upper bounds in seconds.
+const BUCKETS: [f64; 16] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")];
+
+/// Gateway-wide facts that are not per shard.
+pub struct Info<'a> {
+    pub version: &'a str,
+    pub generation: u64,
+    pub last_reload_unix: f64,
+    pub last_reload_ok: bool,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub shards: usize,
+    pub ready_shards: usize,
+}
+
+#[derive(Default)]
+struct RouteAgg {
+    requests: BTreeMap<(&'static str, u16), u64>,
+    hist: Option<Histogram<u64>>,
+    sum_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+#[derive(Default)]
+struct ServiceAgg {
+    hist: Option<Histogram<u64>>,
+    sum_us: u64,
+    connect_failures: u64,
+    connect_timeouts: u64,
+    response_timeouts: u64,
+    retries: u64,
+    pool_reused: u64,
+    pool_new: u64,
+}
+
+fn merge(into: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
+    let target = into.get_or_insert_with(new_histogram);
+    // Same bounds everywhere, so adding never fails; a failure would only lose this shard's share.
+    let _ = target.add(h);
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out {
+    text: String,
+    open: bool,
+}
+
+impl Out {
+    /// `# HELP` and `# TYPE` for a family. OpenMetrics names a counter family without `_total`.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let fam = if self.open && kind == "counter" { name.trim_end_matches("_total") } else { name };
+        let _ = writeln!(self.text, "# HELP {fam} {help}");
+        let _ = writeln!(self.text, "# TYPE {fam} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.text, "{name} {value}");
+        } else {
+            let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    fn histogram(&mut self, name: &str, labels: &str, h: &Histogram<u64>, sum_us: u64) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for le in BUCKETS {
+            let le_us = (le * 1e6) as u64;
+            let n: u64 = h.iter_recorded().filter(|v| v.value_iterated_to() <= le_us).map(|v| v.count_since_last_iteration()).sum();
+            self.sample(&format!("{name}_bucket"), &format!("{labels}{sep}le=\"{le}\""), n);
+        }
+        self.sample(&format!("{name}_bucket"), &format!("{labels}{sep}le=\"+Inf\""), h.len());
+        self.sample(&format!("{name}_sum"), labels, sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, h.len());
+    }
+
+    fn quantiles(&mut self, name: &str, labels: &str, h: &Histogram<u64>) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, text) in QUANTILES {
+            let v = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e6 };
+            self.sample(name, &format!("{labels}{sep}quantile=\"{text}\""), v);
+        }
+    }
+}
+
+/// Renders every shard's snapshot merged, plus `info`. `open_metrics` selects OpenMetrics 1.0.
+pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
+    let mut routes: BTreeMap<&str, RouteAgg> = BTreeMap::new();
+    let mut services: BTreeMap<&str, ServiceAgg> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
+    for s in shards {
+        for r in &s.routes {
+            let a = routes.entry(&r.name).or_default();
+            for &(m, code, n) in &r.requests {
+                *a.requests.entry((m, code)).or_default() += n;
+            }
+            merge(&mut a.hist, &r.duration_us);
+            a.sum_us += r.duration_sum_us;
+            a.bytes_in += r.bytes_in;
+            a.bytes_out += r.bytes_out;
+        }
+        for sv in &s.services {
+            let a = services.entry(&sv.name).or_default();
+            if let Some(h) = &sv.duration_us {
+                merge(&mut a.hist, h);
+            }
+            a.sum_us += sv.duration_sum_us;
+            a.connect_failures += sv.connect_failures;
+            a.connect_timeouts += sv.connect_timeouts;
+            a.response_timeouts += sv.response_timeouts;
+            a.retries += sv.retries;
+            a.pool_reused += sv.pool_reused;
+            a.pool_new += sv.pool_new;
+        }
+        for (name, ok, no) in &s.limits {
+            let e = limits.entry(name).or_default();
+            e.0 += ok;
+            e.1 += no;
+        }
+        for a in &s.auth {
+            for &(reason, n) in &a.failures {
+                *auth_fail.entry((&a.name, reason)).or_default() += n;
+            }
+            if a.cache_hits + a.cache_misses > 0 {
+                let e = jwt_cache.entry(&a.name).or_default();
+                e.0 += a.cache_hits;
+                e.1 += a.cache_misses;
+            }
+        }
+        accepted += s.accepted;
+        open += s.open_connections;
+        per_ip += s.refused_per_ip;
+        fd += s.accept_errors_fd;
+        paused += s.accept_paused;
+        dropped += s.log_dropped;
+    }
+
+    let mut o = Out { text: String::with_capacity(16 << 10), open: open_metrics };
+    o.family("ringgate_build_info", "gauge", "Build information; always 1.");
+    o.sample("ringgate_build_info", &format!("version=\"{}\"", label(info.version)), 1);
+    o.family("ringgate_config_generation", "gauge", "Config generation in force (1 at start, +1 per successful reload).");
+    o.sample("ringgate_config_generation", "", info.generation);
+    o.family("ringgate_config_last_reload_timestamp_seconds", "gauge", "Unix time of the last reload attempt (0: none yet).");
+    o.sample("ringgate_config_last_reload_timestamp_seconds", "", info.last_reload_unix);
+    o.family("ringgate_config_last_reload_success", "gauge", "1 if the last reload attempt succeeded (or none was made), else 0.");
+    o.sample("ringgate_config_last_reload_success", "", u8::from(info.last_reload_ok));
+    o.family("ringgate_config_reloads_total", "counter", "Reload attempts by result.");
+    o.sample("ringgate_config_reloads_total", "result=\"success\"", info.reloads_ok);
+    o.sample("ringgate_config_reloads_total", "result=\"failure\"", info.reloads_failed);
+    o.family("ringgate_shards", "gauge", "Shards running, and how many of them are serving (not draining).");
+    o.sample("ringgate_shards", "state=\"running\"", info.shards);
+    o.sample("ringgate_shards", "state=\"serving\"", info.ready_shards);
+
+    o.family("ringgate_requests_total", "counter", "Requests answered, by route, method and status code.");
+    for (name, a) in &routes {
+        for ((m, code), n) in &a.requests {
+            o.sample("ringgate_requests_total", &format!("route=\"{}\",method=\"{m}\",code=\"{code}\"", label(name)), n);
+        }
+    }
+    o.family("ringgate_request_duration_seconds", "histogram", "Time from a request's first byte to its last response byte, by route.");
+    for (name, a) in &routes {
+        if let Some(h) = &a.hist {
+            o.histogram("ringgate_request_duration_seconds", &format!("route=\"{}\"", label(name)), h, a.sum_us);
+        }
+    }
+    o.family("ringgate_request_duration_quantile_seconds", "gauge", "Request duration quantiles since start, by route (from merged hdrhistograms).");
+    for (name, a) in &routes {
+        if let Some(h) = &a.hist {
+            o.quantiles("ringgate_request_duration_quantile_seconds", &format!("route=\"{}\"", label(name)), h);
+        }
+    }
+    o.family("ringgate_request_bytes_total", "counter", "Bytes received from clients (heads and bodies), by route.");
+    for (name, a) in &routes {
+        o.sample("ringgate_request_bytes_total", &format!("route=\"{}\"", label(name)), a.bytes_in);
+    }
+    o.family("ringgate_response_bytes_total", "counter", "Bytes sent to clients (heads and bodies), by route.");
+    for (name, a) in &routes {
+        o.sample("ringgate_response_bytes_total", &format!("route=\"{}\"", label(name)), a.bytes_out);
+    }
+
+    o.family("ringgate_upstream_duration_seconds", "histogram", "Time from sending a request upstream to its last response byte, by service.");
+    for (name, a) in &services {
+        if let Some(h) = &a.hist {
+            o.histogram("ringgate_upstream_duration_seconds", &format!("service=\"{}\"", label(name)), h, a.sum_us);
+        }
+    }
+    o.family("ringgate_upstream_duration_quantile_seconds", "gauge", "Upstream duration quantiles since start, by service.");
+    for (name, a) in &services {
+        if let Some(h) = &a.hist {
+            o.quantiles("ringgate_upstream_duration_quantile_seconds", &format!("service=\"{}\"", label(name)), h);
+        }
+    }
+    // Each family's samples stay together, as both formats require.
+    type Pick = fn(&ServiceAgg) -> Vec<(&'static str, u64)>;
+    let families: [(&str, &str, Pick); 4] = [
+        ("ringgate_upstream_connect_failures_total", "Upstream connects refused or reset, by service.", |a| {
+            vec![("", a.connect_failures)]
+        }),
+        ("ringgate_upstream_timeouts_total", "Upstream connect and response timeouts, by service and phase.", |a| {
+            vec![(",phase=\"connect\"", a.connect_timeouts), (",phase=\"response\"", a.response_timeouts)]
+        }),
+        ("ringgate_upstream_retries_total", "Requests sent again to an upstream, by service.", |a| vec![("", a.retries)]),
+        ("ringgate_upstream_connections_total", "Upstream connections used, by service and whether taken from the pool.", |a| {
+            vec![(",source=\"pool\"", a.pool_reused), (",source=\"new\"", a.pool_new)]
+        }),
+    ];
+    for (family, help, pick) in families {
+        o.family(family, "counter", help);
+        for (name, a) in &services {
+            for (extra, v) in pick(a) {
+                o.sample(family, &format!("service=\"{}\"{extra}", label(name)), v);
+            }
+        }
+    }
+
+    o.family("ringgate_ratelimit_decisions_total", "counter", "Rate-limit checks, by limit and result.");
+    for (name, (ok, no)) in &limits {
+        o.sample("ringgate_ratelimit_decisions_total", &format!("limit=\"{}\",result=\"allowed\"", label(name)), ok);
+        o.sample("ringgate_ratelimit_decisions_total", &format!("limit=\"{}\",result=\"rejected\"", label(name)), no);
+    }
+    o.family("ringgate_auth_failures_total", "counter", "Credentials refused, by provider and reason.");
+    for ((name, reason), n) in &auth_fail {
+        o.sample("ringgate_auth_failures_total", &format!("provider=\"{}\",reason=\"{}\"", label(name), label(reason)), n);
+    }
+    o.family("ringgate_jwt_cache_total", "counter", "JWT cache lookups, by provider and result.");
+    for (name, (hit, miss)) in &jwt_cache {
+        o.sample("ringgate_jwt_cache_total", &format!("provider=\"{}\",result=\"hit\"", label(name)), hit);
+        o.sample("ringgate_jwt_cache_total", &format!("provider=\"{}\",result=\"miss\"", label(name)), miss);
+    }
+
+    o.family("ringgate_connections_accepted_total", "counter", "Client connections accepted.");
+    o.sample("ringgate_connections_accepted_total", "", accepted);
+    o.family("ringgate_connections_open", "gauge", "Client connections open now.");
+    o.sample("ringgate_connections_open", "", open);
+    o.family("ringgate_connections_refused_total", "counter", "Client connections refused or not accepted, by reason.");
+    o.sample("ringgate_connections_refused_total", "reason=\"per_ip_cap\"", per_ip);
+    o.sample("ringgate_connections_refused_total", "reason=\"fd_exhausted\"", fd);
+    o.family("ringgate_accept_paused_total", "counter", "Times accepting paused because limits.max_connections was reached.");
+    o.sample("ringgate_accept_paused_total", "", paused);
+    o.family("ringgate_access_log_dropped_total", "counter", "Access-log lines dropped because the writer fell behind.");
+    o.sample("ringgate_access_log_dropped_total", "", dropped);
+    if open_metrics {
+        o.text.push_str("# EOF\n");
+    }
+    o.text
+}

@@ -1,0 +1,256 @@
+//! Shard-local metrics: plain cells and hdrhistograms owned by one shard thread, written on the
+//! request path without atomics or locks, and copied into a `Snapshot` only when the admin
+//! listener asks (the shard answers on its next housekeeping tick). Series are kept by name (route,
+//! service, limit, provider), so they survive a config reload. Metric names are in `names`.
+//! Never allocates per request in steady state: a series is created once, when first used.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use hdrhistogram::Histogram;
+
+/// Histogram range: 1 µs to 1 hour, 2 significant digits (≤ 1 % error, ~10 KiB each).
+const HIST_MAX_US: u64 = 3_600_000_000;
+const HIST_SIGFIG: u8 = 2;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid")
+}
+
+/// The method label: one of the methods the router knows, or `OTHER`, so labels stay bounded.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("OTHER")
+}
+
+/// Requests of one route (or of no route), by method and status; durations; bytes.
+pub struct RouteMetrics {
+    /// (method, status, count); a few entries per route, searched linearly.
+    requests: RefCell<Vec<(&'static str, u16, u64)>>,
+    duration_us: RefCell<Histogram<u64>>,
+    duration_sum_us: Cell<u64>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+}
+
+impl RouteMetrics {
+    fn new() -> Self {
+        RouteMetrics {
+            requests: RefCell::new(Vec::new()),
+            duration_us: RefCell::new(new_histogram()),
+            duration_sum_us: Cell::new(0),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+        }
+    }
+
+    pub fn record(&self, method: &'static str, status: u16, duration_us: u64, bytes_in: u64, bytes_out: u64) {
+        let mut reqs = self.requests.borrow_mut();
+        match reqs.iter_mut().find(|(m, s, _)| *m == method && *s == status) {
+            Some(e) => e.2 += 1,
+            None => reqs.push((method, status, 1)),
+        }
+        self.duration_us.borrow_mut().saturating_record(duration_us.max(1));
+        self.duration_sum_us.set(self.duration_sum_us.get().wrapping_add(duration_us));
+        self.bytes_in.set(self.bytes_in.get() + bytes_in);
+        self.bytes_out.set(self.bytes_out.get() + bytes_out);
+    }
+}
+
+/// One upstream service: exchange durations and connection outcomes.
+#[derive(Default)]
+pub struct ServiceMetrics {
+    duration_us: RefCell<Option<Histogram<u64>>>,
+    duration_sum_us: Cell<u64>,
+    pub connect_failures: Cell<u64>,
+    pub connect_timeouts: Cell<u64>,
+    pub response_timeouts: Cell<u64>,
+    pub retries: Cell<u64>,
+    pub pool_reused: Cell<u64>,
+    pub pool_new: Cell<u64>,
+}
+
+impl ServiceMetrics {
+    pub fn record_duration(&self, us: u64) {
+        self.duration_us.borrow_mut().get_or_insert_with(new_histogram).saturating_record(us.max(1));
+        self.duration_sum_us.set(self.duration_sum_us.get().wrapping_add(us));
+    }
+}
+
+/// Decisions of one rate limit.
+#[derive(Default)]
+pub struct LimitMetrics {
+    pub allowed: Cell<u64>,
+    pub rejected: Cell<u64>,
+}
+
+/// One authentication provider: failures by reason, and (JWT) cache use.
+#[derive(Default)]
+pub struct AuthMetrics {
+    failures: RefCell<Vec<(&'static str, u64)>>,
+    pub cache_hits: Cell<u64>,
+    pub cache_misses: Cell<u64>,
+}
+
+impl AuthMetrics {
+    pub fn failure(&self, reason: &'static str) {
+        let mut f = self.failures.borrow_mut();
+        match f.iter_mut().find(|(r, _)| *r == reason) {
+            Some(e) => e.1 += 1,
+            None => f.push((reason, 1)),
+        }
+    }
+}
+
+/// Connection counters of one shard.
+#[derive(Default)]
+pub struct ConnMetrics {
+    pub accepted: Cell<u64>,
+    pub refused_per_ip: Cell<u64>,
+    pub accept_errors_fd: Cell<u64>,
+    pub accept_paused: Cell<u64>,
+}
+
+/// Every series of one shard, by name.
+#[derive(Default)]
+pub struct ShardMetrics {
+    routes: RefCell<Vec<(String, Rc<RouteMetrics>)>>,
+    services: RefCell<Vec<(String, Rc<ServiceMetrics>)>>,
+    limits: RefCell<Vec<(String, Rc<LimitMetrics>)>>,
+    auth: RefCell<Vec<(String, Rc<AuthMetrics>)>>,
+    pub conns: ConnMetrics,
+    /// Access-log lines dropped because the writer fell behind.
+    pub log_dropped: Cell<u64>,
+}
+
+fn series<T>(list: &RefCell<Vec<(String, Rc<T>)>>, name: &str, make: impl FnOnce() -> T) -> Rc<T> {
+    let mut list = list.borrow_mut();
+    if let Some((_, m)) = list.iter().find(|(n, _)| n == name) {
+        return m.clone();
+    }
+    let m = Rc::new(make());
+    list.push((name.to_string(), m.clone()));
+    m
+}
+
+/// The route label of requests that matched no route.
+pub const NO_ROUTE: &str = "";
+
+impl ShardMetrics {
+    /// The series of a route by name (created on first use; kept across reloads).
+    pub fn route(&self, name: &str) -> Rc<RouteMetrics> {
+        series(&self.routes, name, RouteMetrics::new)
+    }
+
+    pub fn service(&self, name: &str) -> Rc<ServiceMetrics> {
+        series(&self.services, name, ServiceMetrics::default)
+    }
+
+    pub fn limit(&self, name: &str) -> Rc<LimitMetrics> {
+        series(&self.limits, name, LimitMetrics::default)
+    }
+
+    pub fn auth(&self, name: &str) -> Rc<AuthMetrics> {
+        series(&self.auth, name, AuthMetrics::default)
+    }
+
+    /// A copy of everything, to hand to the admin thread.
+    pub fn snapshot(&self, open_connections: u64) -> Snapshot {
+        Snapshot {
+            routes: self
+                .routes
+                .borrow()
+                .iter()
+                .map(|(n, m)| RouteSnap {
+                    name: n.clone(),
+                    requests: m.requests.borrow().clone(),
+                    duration_us: m.duration_us.borrow().clone(),
+                    duration_sum_us: m.duration_sum_us.get(),
+                    bytes_in: m.bytes_in.get(),
+                    bytes_out: m.bytes_out.get(),
+                })
+                .collect(),
+            services: self
+                .services
+                .borrow()
+                .iter()
+                .map(|(n, m)| ServiceSnap {
+                    name: n.clone(),
+                    duration_us: m.duration_us.borrow().clone(),
+                    duration_sum_us: m.duration_sum_us.get(),
+                    connect_failures: m.connect_failures.get(),
+                    connect_timeouts: m.connect_timeouts.get(),
+                    response_timeouts: m.response_timeouts.get(),
+                    retries: m.retries.get(),
+                    pool_reused: m.pool_reused.get(),
+                    pool_new: m.pool_new.get(),
+                })
+                .collect(),
+            limits: self.limits.borrow().iter().map(|(n, m)| (n.clone(), m.allowed.get(), m.rejected.get())).collect(),
+            auth: self
+                .auth
+                .borrow()
+                .iter()
+                .map(|(n, m)| AuthSnap {
+                    name: n.clone(),
+                    failures: m.failures.borrow().clone(),
+                    cache_hits: m.cache_hits.get(),
+                    cache_misses: m.cache_misses.get(),
+                })
+                .collect(),
+            accepted: self.conns.accepted.get(),
+            open_connections,
+            refused_per_ip: self.conns.refused_per_ip.get(),
+            accept_errors_fd: self.conns.accept_errors_fd.get(),
+            accept_paused: self.conns.accept_paused.get(),
+            log_dropped: self.log_dropped.get(),
+        }
+    }
+}
+
+/// A shard's metrics at one instant, owned so it can cross threads.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    pub routes: Vec<RouteSnap>,
+    pub services: Vec<ServiceSnap>,
+    /// (limit, allowed, rejected)
+    pub limits: Vec<(String, u64, u64)>,
+    pub auth: Vec<AuthSnap>,
+    pub accepted: u64,
+    pub open_connections: u64,
+    pub refused_per_ip: u64,
+    pub accept_errors_fd: u64,
+    pub accept_paused: u64,
+    pub log_dropped: u64,
+}
+
+#[derive(Clone)]
+pub struct RouteSnap {
+    pub name: String,
+    pub requests: Vec<(&'static str, u16, u64)>,
+    pub duration_us: Histogram<u64>,
+    pub duration_sum_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Clone)]
+pub struct ServiceSnap {
+    pub name: String,
+    pub duration_us: Option<Histogram<u64>>,
+    pub duration_sum_us: u64,
+    pub connect_failures: u64,
+    pub connect_timeouts: u64,
+    pub response_timeouts: u64,
+    pub retries: u64,
+    pub pool_reused: u64,
+    pub pool_new: u64,
+}
+
+#[derive(Clone)]
+pub struct AuthSnap {
+    pub name: String,
+    pub failures: Vec<(&'static str, u64)>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}

@@ -1,0 +1,171 @@
+//! A shard's request-path state built from one config: the router, each route with its stage
+//! pipeline, the upstream pools. A reload builds a new `Generation` and swaps it in whole; a
+//! request keeps the `Rc` of the one it started on and finishes there. What must outlive a reload
+//! is carried over by name, never by position: idle upstream connections by address, a JWT
+//! provider's token cache when its keys and settings are unchanged, a rate limit's buckets
+//! (shared by all shards, in `Published`) when its settings are unchanged, metrics series by
+//! route, service, limit and provider name.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::config::policy::{AuthRef, RateLimitDef};
+use crate::config::Config;
+use crate::http::parse::HeadLimits;
+use crate::observe::metrics::{RouteMetrics, ShardMetrics, NO_ROUTE};
+use crate::policy::apikey::ApiKeySet;
+use crate::policy::ratelimit::Limiter;
+use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Stage};
+use crate::router::Router;
+use crate::upstream::Upstreams;
+
+/// One config as every shard receives it: the config, and the state shards share.
+pub struct Published {
+    pub id: u64,
+    pub cfg: Arc<Config>,
+    /// One per `[[rate_limits]]`, in config order: its definition and the buckets all shards share.
+    pub limits: Vec<(Arc<RateLimitDef>, Arc<Limiter>)>,
+    pub api_keys: Vec<Arc<ApiKeySet>>,
+    /// Listeners opened for addresses this config adds, one list per shard, taken by that shard.
+    pub new_listeners: Mutex<Vec<Vec<(SocketAddr, std::net::TcpListener)>>>,
+}
+
+impl Published {
+    /// Shared state for `cfg`; a limit whose name and settings are unchanged from `prev` keeps
+    /// its buckets (and so its exact counts).
+    pub fn new(id: u64, cfg: Arc<Config>, prev: Option<&Published>, new_listeners: Vec<Vec<(SocketAddr, std::net::TcpListener)>>) -> Published {
+        let limits = cfg
+            .rate_limits
+            .iter()
+            .map(|def| {
+                let kept = prev.and_then(|p| {
+                    p.limits.iter().find(|(d, _)| d.limit == def.limit && d.key == def.key).map(|(_, l)| l.clone())
+                });
+                (Arc::new(def.clone()), kept.unwrap_or_else(|| Arc::new(Limiter::new(&def.limit))))
+            })
+            .collect();
+        let api_keys = cfg.api_keys.iter().map(|s| Arc::new(s.clone())).collect();
+        Published { id, cfg, limits, api_keys, new_listeners: Mutex::new(new_listeners) }
+    }
+}
+
+/// What the request path needs of one route.
+pub struct RouteRt {
+    pub name: String,
+    pub service: usize,
+    pub strip_prefix: bool,
+    pub max_body: u64,
+    /// `Allow: ...\r\n` for 405 answers.
+    pub allow_header: String,
+    /// Identity headers the route's providers set; client copies are removed.
+    pub strip_headers: Vec<String>,
+    pub has_cors: bool,
+    pub pipeline: Pipeline,
+    pub metrics: Rc<RouteMetrics>,
+}
+
+pub struct Generation {
+    pub id: u64,
+    pub cfg: Arc<Config>,
+    pub router: Router,
+    pub routes: Vec<RouteRt>,
+    pub upstreams: Upstreams,
+    pub head_limits: HeadLimits,
+    /// Requests that matched no route (or failed before routing).
+    pub unmatched: Rc<RouteMetrics>,
+    /// JWT providers with their token caches, for carrying the caches over by name.
+    jwt: Vec<Rc<JwtAuth>>,
+}
+
+impl Generation {
+    pub fn build(shard: usize, p: &Published, prev: Option<&Generation>, metrics: &ShardMetrics) -> Generation {
+        let cfg = p.cfg.clone();
+        let upstreams = Upstreams::new(&cfg, shard, metrics);
+        if let Some(prev) = prev {
+            upstreams.adopt_idle(&prev.upstreams);
+        }
+        let jwt: Vec<Rc<JwtAuth>> = cfg
+            .jwt
+            .iter()
+            .map(|pr| {
+                let carried = prev.and_then(|g| g.jwt.iter().find(|a| a.provider.name == pr.name)).filter(|a| {
+                    a.provider.verifier.0.fingerprint() == pr.verifier.0.fingerprint() && a.provider.cache_size == pr.cache_size
+                });
+                let cache = match carried {
+                    Some(a) => a.cache.replace(pr.verifier.0.token_cache(pr.cache_size)),
+                    None => pr.verifier.0.token_cache(pr.cache_size),
+                };
+                Rc::new(JwtAuth { provider: pr.clone(), cache: RefCell::new(cache), metrics: metrics.auth(&pr.name) })
+            })
+            .collect();
+        let api: Vec<Rc<ApiKeyAuth>> =
+            p.api_keys.iter().map(|set| Rc::new(ApiKeyAuth::new(set.clone(), metrics.auth(&set.name)))).collect();
+        let security = Arc::new(cfg.security.clone());
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let rp = &r.policy;
+                let mut stages = vec![Stage::Ip { server: security.clone(), route: rp.ip.clone() }];
+                if let Some(cors) = &rp.cors {
+                    stages.push(Stage::Cors(cors.clone()));
+                }
+                if !rp.auth.is_empty() {
+                    let providers = rp
+                        .auth
+                        .iter()
+                        .map(|a| match *a {
+                            AuthRef::Jwt(i) => Provider::Jwt(jwt[i].clone()),
+                            AuthRef::ApiKey(i) => Provider::ApiKey(api[i].clone()),
+                        })
+                        .collect();
+                    stages.push(Stage::Auth(providers));
+                }
+                if !rp.rate_limits.is_empty() {
+                    let limits = rp
+                        .rate_limits
+                        .iter()
+                        .map(|&k| {
+                            let (def, limiter) = &p.limits[k];
+                            RouteLimit { def: def.clone(), limiter: limiter.clone(), metrics: metrics.limit(&def.limit.name) }
+                        })
+                        .collect();
+                    stages.push(Stage::RateLimit(RateLimits { route: r.name.clone(), limits }));
+                }
+                if !rp.validate.content_types.is_empty() {
+                    stages.push(Stage::ContentType(rp.validate.content_types.clone()));
+                }
+                if rp.validate.json {
+                    stages.push(Stage::Json(rp.validate.max_json));
+                }
+                RouteRt {
+                    name: r.name.clone(),
+                    service: r.service,
+                    strip_prefix: r.strip_prefix,
+                    max_body: r.max_body,
+                    allow_header: r.allow_header.clone(),
+                    strip_headers: rp.strip_headers.clone(),
+                    has_cors: rp.cors.is_some(),
+                    pipeline: Pipeline::new(stages),
+                    metrics: metrics.route(&r.name),
+                }
+            })
+            .collect();
+        Generation {
+            id: p.id,
+            router: Router::new(&cfg.routes),
+            routes,
+            upstreams,
+            head_limits: HeadLimits {
+                max_head: cfg.limits.max_head,
+                max_target: cfg.limits.max_target,
+                max_headers: cfg.limits.max_headers,
+            },
+            unmatched: metrics.route(NO_ROUTE),
+            jwt,
+            cfg,
+        }
+    }
+}
