@@ -252,10 +252,22 @@ impl Checker<'_> {
             }
             Ok(d) => d,
             Err(e) => {
-                self.err(path, e, "write durations like \"30s\" or \"1500ms\"");
+                self.err(path, e, "write durations like \"30s\", \"1.5s\" or \"1500ms\"");
                 default
             }
         }
+    }
+
+    /// A duration the gateway counts in whole seconds (a header value, a leeway on claim times):
+    /// a fraction would be cut off unseen, so it is refused.
+    fn seconds(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        let d = self.duration(path, v, default);
+        if d.subsec_nanos() != 0 {
+            let s = v.as_deref().unwrap_or_default();
+            self.err(path, format!("`{s}` is not a whole number of seconds"), "this one is counted in whole seconds; write e.g. \"2s\"");
+            return default;
+        }
+        d
     }
 
     fn int(&mut self, path: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {

@@ -244,7 +244,7 @@ pub(crate) fn jwt(c: &mut Checker, i: usize, raw: &RawJwt, base: &std::path::Pat
         name: name.clone(),
         issuer: raw.issuer.clone(),
         audiences: raw.audiences.clone().unwrap_or_default(),
-        leeway: c.duration(&format!("{p}.leeway"), &raw.leeway, Duration::from_secs(60)),
+        leeway: c.seconds(&format!("{p}.leeway"), &raw.leeway, Duration::from_secs(60)),
         required_claims: raw.required_claims.clone().unwrap_or_default(),
         keys,
         jwks_file,
@@ -391,7 +391,7 @@ pub(crate) fn route_policy(
     }
     out.ip = IpRules { allow: ip_list(c, &format!("{p}.ip_allow"), ip_allow), deny: ip_list(c, &format!("{p}.ip_deny"), ip_deny) };
     if let Some(rc) = cors {
-        let max_age = c.duration(&format!("{p}.cors.max_age"), &rc.max_age, Duration::from_secs(600)).as_secs();
+        let max_age = c.seconds(&format!("{p}.cors.max_age"), &rc.max_age, Duration::from_secs(600)).as_secs();
         let v = |x: &Option<Vec<String>>| x.clone().unwrap_or_default();
         let methods = rc.allow_methods.clone().unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()]);
         match Cors::new(&v(&rc.allow_origins), &methods, &v(&rc.allow_headers), &v(&rc.expose_headers), rc.allow_credentials.unwrap_or(false), max_age) {

@@ -471,3 +471,80 @@ fn policy_errors_are_reported_with_their_key_paths() {
     let ok = parse_ok(&format!("{jwt_hs}{}", route("auth = [\"main\"]")));
     assert_eq!(ok.routes[0].policy.auth, [super::policy::AuthRef::Jwt(0)]);
 }
+
+/// Regression: "1.5s" was refused as "unknown unit `.5s`". Fractions are read digit by digit, so
+/// they are exact; finer than a nanosecond is refused rather than rounded.
+#[test]
+fn fractional_durations_are_read_or_refused_clearly() {
+    let ms = Duration::from_millis;
+    let cases: &[(&str, Result<Duration, &str>)] = &[
+        ("1.5s", Ok(ms(1500))),
+        ("0.25s", Ok(ms(250))),
+        ("2.5m", Ok(ms(150_000))),
+        ("1.25h", Ok(Duration::from_secs(4500))),
+        ("0.5ms", Ok(Duration::from_micros(500))),
+        ("1.1s", Ok(ms(1100))),
+        ("0.000000001s", Ok(Duration::from_nanos(1))),
+        ("1.50000000000000000000s", Ok(ms(1500))),
+        ("1.5 s", Ok(ms(1500))),
+        ("1500ms", Ok(ms(1500))),
+        ("0.0000000001s", Err("more precise than a nanosecond")),
+        ("1.0000001ms", Err("more precise than a nanosecond")),
+        (".5s", Err("digits on both sides of the decimal point")),
+        ("1.s", Err("digits on both sides of the decimal point")),
+        ("1.5.2s", Err("more than one decimal point")),
+        ("1,5s", Err("decimal comma")),
+        ("-1s", Err("negative")),
+        ("1.5", Err("needs a unit")),
+        ("1.5d", Err("unknown unit `d`")),
+        ("soon", Err("is not a duration")),
+        ("99999999999999999999999h", Err("too large")),
+    ];
+    for (input, want) in cases {
+        match (parse_duration(input), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, *want, "{input}"),
+            (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    let cfg = parse_ok(&with_services(&format!("[timeouts]\nidle = \"2.5m\"\nheader = \"0.25s\"\n{ONE_ROUTE}")));
+    assert_eq!(cfg.timeouts.idle, Duration::from_secs(150));
+    assert_eq!(cfg.timeouts.header, ms(250));
+    let errs = errors_of(&with_services(&format!("[timeouts]\nidle = \"1.5.2s\"\n{ONE_ROUTE}")));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "timeouts.idle");
+    assert!(!errs[0].problem.contains("unknown unit"), "{}", errs[0].problem);
+}
+
+/// Sizes stay whole numbers of a unit; "1.5KiB" says so, and what it would be in a smaller unit.
+#[test]
+fn fractional_sizes_are_refused_as_whole_numbers_of_a_unit() {
+    let cases: &[(&str, &str)] = &[
+        ("1.5KiB", "`1.5KiB` is not a whole number of KiB; sizes are whole numbers of a unit: write \"1536B\""),
+        ("1.5MiB", "write \"1536KiB\""),
+        ("0.5GB", "write \"500MB\""),
+        ("2.0KiB", "write \"2KiB\""),
+        ("1.3KiB", "not a whole number of bytes either"),
+        ("1.5", "`1.5` is not a whole number of bytes"),
+        ("1.5XB", "sizes are whole numbers of B, KiB"),
+    ];
+    for (input, want) in cases {
+        let got = parse_size(input).unwrap_err();
+        assert!(got.contains(want), "{input}: {got}");
+    }
+    check_paths(&[("fractional size", with_services(&format!("[server]\nread_buffer = \"1.5KiB\"\n{ONE_ROUTE}")), &["server.read_buffer"])]);
+}
+
+/// Keys counted in whole seconds (Access-Control-Max-Age, the JWT leeway) refuse a fraction instead
+/// of cutting it off.
+#[test]
+fn whole_second_durations_refuse_fractions() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let jwt = |leeway: &str| format!("[[jwt]]\nname = \"j\"\nleeway = \"{leeway}\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n{}", route(""));
+    check_paths(&[
+        ("cors max_age", route("[routes.cors]\nallow_origins = [\"*\"]\nmax_age = \"1.5s\""), &["routes[0].cors.max_age"]),
+        ("jwt leeway", jwt("1500ms"), &["jwt[0].leeway"]),
+        ("whole seconds", jwt("2000ms"), &[]),
+    ]);
+}
