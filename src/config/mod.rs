@@ -456,6 +456,32 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     })
 }
 
+/// Characters that read as wildcards, globs or parameters in other routers; this one matches
+/// path segments literally (none of them but `*` may even appear unescaped in a request path).
+const PATTERN_CHARS: &[char] = &['*', '{', '}', '[', ']', '<', '>'];
+
+/// For a path written as a pattern (`/api/users/*`, `/users/{id}`, `/users/:id`), how to say it
+/// with the matches the router has: a prefix at a segment boundary, or `=` for one exact path.
+fn pattern_fix(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let first = segments.iter().position(|seg| seg.contains(PATTERN_CHARS) || seg.starts_with(':'))?;
+    let base = if first <= 1 { "/".to_string() } else { segments[..first].join("/") };
+    let below = if base == "/" { "/".to_string() } else { format!("{base}/") };
+    let trailing_star = first == segments.len() - 1 && matches!(segments[first], "*" | "**");
+    Some(if trailing_star {
+        format!(
+            "write \"{base}\": a path already matches everything below it at a segment boundary \
+             (\"{base}\" matches {base} and {below}anything); write \"={base}\" to match {base} alone"
+        )
+    } else {
+        format!(
+            "the router has no wildcards or path parameters: a path matches itself and everything below \
+             it at a segment boundary (\"{base}\" matches {base} and {below}anything), and \"=/path\" \
+             matches one path exactly; route by the literal part, e.g. \"{base}\""
+        )
+    })
+}
+
 /// Always returns a route, even one with problems, so that later checks (names, conflicts) see
 /// every route at its own index. A route whose service is unknown gets service 0; the error
 /// already recorded means such a config is never returned.
@@ -505,6 +531,10 @@ fn route(
                         format!("`{raw}` is not a path"),
                         "start with '/', no query, no '//' (e.g. \"/api/users\" or \"=/health\")",
                     );
+                    continue;
+                }
+                if let Some(fix) = pattern_fix(path) {
+                    c.err(format!("{p}.paths[{j}]"), format!("`{raw}` looks like a pattern, but paths are matched literally"), fix);
                     continue;
                 }
                 // The router matches whole segments, so a trailing slash adds nothing: "/api/" and

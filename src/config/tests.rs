@@ -548,3 +548,32 @@ fn whole_second_durations_refuse_fractions() {
         ("whole seconds", jwt("2000ms"), &[]),
     ]);
 }
+
+/// Regression: `paths = ["/api/users/*"]` passed and matched only a literal `*` segment.
+#[test]
+fn pattern_paths_are_refused_with_prefix_advice() {
+    let with_paths = |paths: &str| with_services(&format!("[[routes]]\npaths = {paths}\nservice = \"users\"\n"));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("trailing star", with_paths(r#"["/api/users/*"]"#), &["routes[0].paths[0]"]),
+        ("double star", with_paths(r#"["/api/**"]"#), &["routes[0].paths[0]"]),
+        ("star in a segment", with_paths(r#"["/api/users*"]"#), &["routes[0].paths[0]"]),
+        ("inner star", with_paths(r#"["/api/*/users"]"#), &["routes[0].paths[0]"]),
+        ("exact with star", with_paths(r#"["=/api/*"]"#), &["routes[0].paths[0]"]),
+        ("braces", with_paths(r#"["/users/{id}"]"#), &["routes[0].paths[0]"]),
+        ("colon parameter", with_paths(r#"["/users/:id"]"#), &["routes[0].paths[0]"]),
+        ("character class", with_paths(r#"["/v[12]/users"]"#), &["routes[0].paths[0]"]),
+        ("angle brackets", with_paths(r#"["/users/<id>"]"#), &["routes[0].paths[0]"]),
+        ("root star", with_paths(r#"["/*"]"#), &["routes[0].paths[0]"]),
+        ("colon inside a segment is literal", with_paths(r#"["/v1/jobs/a:run", "/x/y:z"]"#), &[]),
+    ];
+    check_paths(cases);
+
+    let errs = errors_of(&with_paths(r#"["/api/users/*"]"#));
+    assert!(errs[0].problem.contains("`/api/users/*`"), "{}", errs[0].problem);
+    let fix = &errs[0].fix;
+    assert!(fix.starts_with("write \"/api/users\""), "{fix}");
+    assert!(fix.contains("matches /api/users and /api/users/anything"), "{fix}");
+    assert!(fix.contains("\"=/api/users\""), "{fix}");
+    let errs = errors_of(&with_paths(r#"["/users/:id"]"#));
+    assert!(errs[0].fix.contains("no wildcards or path parameters") && errs[0].fix.contains("\"/users\""), "{}", errs[0].fix);
+}
