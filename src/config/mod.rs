@@ -218,6 +218,11 @@ fn is_under(path: &str, key: &str) -> bool {
     path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
+/// A name as written, if it is one (absent and empty names are reported where they are defined).
+fn named(name: &Option<String>) -> Option<&str> {
+    name.as_deref().filter(|n| !n.is_empty())
+}
+
 /// Collects problems into `errors` while reading one field.
 pub(crate) struct Checker<'e> {
     errors: &'e mut Vec<ConfigError>,
@@ -383,7 +388,13 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         }
         names.push(n);
     }
-    let policy_names = PolicyNames { jwt: &jwt, api_keys: &api_keys, rate_limits: &rate_limits };
+    let policy_names = PolicyNames {
+        jwt: &jwt,
+        api_keys: &api_keys,
+        rate_limits: &rate_limits,
+        defined_auth: raw.jwt.iter().map(|j| named(&j.name)).chain(raw.api_keys.iter().map(|a| named(&a.name))).flatten().collect(),
+        defined_limits: raw.rate_limits.iter().filter_map(|l| named(&l.name)).collect(),
+    };
     let buffer = read_buffer.max(max_head) as u64;
     let routes: Vec<Route> = raw
         .routes

@@ -346,6 +346,11 @@ pub struct PolicyNames<'a> {
     pub jwt: &'a [JwtProvider],
     pub api_keys: &'a [ApiKeySet],
     pub rate_limits: &'a [RateLimitDef],
+    /// Every `[[jwt]]` and `[[api_keys]]` name in the file, built or not: a provider whose keys
+    /// failed is reported where it is defined, and its routes must not also call it missing.
+    pub defined_auth: Vec<&'a str>,
+    /// Every `[[rate_limits]]` name in the file, built or not.
+    pub defined_limits: Vec<&'a str>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,12 +371,14 @@ pub(crate) fn route_policy(
         let key = names.api_keys.iter().position(|x| &x.name == a).map(AuthRef::ApiKey);
         match jwt.or(key) {
             Some(r) => out.auth.push(r),
+            None if names.defined_auth.contains(&a.as_str()) => {} // its own error says what is wrong
             None => c.err(format!("{p}.auth[{j}]"), format!("no [[jwt]] or [[api_keys]] named `{a}`"), "name a defined provider"),
         }
     }
     for (j, l) in limits.iter().flatten().enumerate() {
         match names.rate_limits.iter().position(|x| &x.limit.name == l) {
             Some(k) => out.rate_limits.push(k),
+            None if names.defined_limits.contains(&l.as_str()) => {}
             None => c.err(format!("{p}.rate_limits[{j}]"), format!("no [[rate_limits]] named `{l}`"), "name a defined limit"),
         }
     }
@@ -384,8 +391,11 @@ pub(crate) fn route_policy(
     if out.rate_limits.len() > 8 {
         c.err(format!("{p}.rate_limits"), "more than 8 limits on one route", "combine limits; 8 is the most a route applies");
     }
+    // Whether the route names any provider, found or not: one that is missing or broken is
+    // reported on its own, not as "no auth" as well.
+    let has_auth = auth.iter().flatten().next().is_some();
     for &k in &out.rate_limits {
-        if names.rate_limits[k].key == LimitKey::Consumer && out.auth.is_empty() {
+        if names.rate_limits[k].key == LimitKey::Consumer && !has_auth {
             c.err(format!("{p}.rate_limits"), format!("limit `{}` is keyed by consumer but the route has no auth", names.rate_limits[k].limit.name), "add auth = [...] or key the limit by ip");
         }
     }

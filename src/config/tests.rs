@@ -577,3 +577,26 @@ fn pattern_paths_are_refused_with_prefix_advice() {
     let errs = errors_of(&with_paths(r#"["/users/:id"]"#));
     assert!(errs[0].fix.contains("no wildcards or path parameters") && errs[0].fix.contains("\"/users\""), "{}", errs[0].fix);
 }
+
+/// Regression: a provider whose keys failed to build also made every route using it report "no
+/// provider named ...". The provider is defined; only its own error is reported.
+#[test]
+fn a_broken_provider_is_reported_once_not_as_missing() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let short = "[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"short\"\n";
+    let no_pem = "[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"RS256\"\npem_file = \"/nonexistent.pem\"\n";
+    let bad_digest = "[[api_keys]]\nname = \"k\"\nkeys = [{ consumer = \"a\", sha256 = \"xyz\" }]\n";
+    let no_requests = "[[rate_limits]]\nname = \"l\"\n";
+    let consumer_limit = "[[rate_limits]]\nname = \"c\"\nrequests = 1\nkey = \"consumer\"\n";
+    check_paths(&[
+        ("short HS256 secret", format!("{short}{}", route("auth = [\"j\"]")), &["jwt[0]"]),
+        ("unreadable pem_file", format!("{no_pem}{}", route("auth = [\"j\"]")), &["jwt[0]"]),
+        ("bad api key digest", format!("{bad_digest}{}", route("auth = [\"k\"]")), &["api_keys[0].keys"]),
+        ("both kinds broken", format!("{short}{bad_digest}{}", route("auth = [\"j\", \"k\"]")), &["api_keys[0].keys", "jwt[0]"]),
+        ("limit without requests", format!("{no_requests}{}", route("rate_limits = [\"l\"]")), &["rate_limits[0].requests"]),
+        // The route has auth; its provider is broken, which is not the same as having none.
+        ("consumer limit, broken provider", format!("{short}{consumer_limit}{}", route("auth = [\"j\"]\nrate_limits = [\"c\"]")), &["jwt[0]"]),
+        // A name that nothing defines is still an error.
+        ("missing beside broken", format!("{short}{}", route("auth = [\"j\", \"other\"]")), &["jwt[0]", "routes[0].auth[1]"]),
+    ]);
+}
