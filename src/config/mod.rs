@@ -3,6 +3,7 @@
 
 pub mod policy;
 mod raw;
+mod suggest;
 pub mod units;
 
 use std::fmt;
@@ -516,11 +517,7 @@ fn route(
             let found = services.iter().position(|x| &x.name == s);
             if found.is_none() {
                 let known: Vec<&str> = services.iter().map(|x| x.name.as_str()).collect();
-                let fix = if known.is_empty() {
-                    format!("add a [[services]] table with name = \"{s}\"")
-                } else {
-                    format!("use one of: {}", known.join(", "))
-                };
+                let fix = suggest::name_fix(s, &known, "services", &format!("add a [[services]] table with name = \"{s}\""));
                 c.err(format!("{p}.service"), format!("no service named `{s}`"), fix);
             }
             found

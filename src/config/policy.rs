@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Checker;
+use super::{suggest, Checker};
 use crate::policy::apikey::{ApiKeySet, KeyLocation};
 use crate::policy::cors::Cors;
 use crate::policy::ip::{Cidr, IpList, IpRules};
@@ -372,14 +372,22 @@ pub(crate) fn route_policy(
         match jwt.or(key) {
             Some(r) => out.auth.push(r),
             None if names.defined_auth.contains(&a.as_str()) => {} // its own error says what is wrong
-            None => c.err(format!("{p}.auth[{j}]"), format!("no [[jwt]] or [[api_keys]] named `{a}`"), "name a defined provider"),
+            None => c.err(
+                format!("{p}.auth[{j}]"),
+                format!("no [[jwt]] or [[api_keys]] named `{a}`"),
+                suggest::name_fix(a, &names.defined_auth, "providers", "define a [[jwt]] or [[api_keys]] table with this name"),
+            ),
         }
     }
     for (j, l) in limits.iter().flatten().enumerate() {
         match names.rate_limits.iter().position(|x| &x.limit.name == l) {
             Some(k) => out.rate_limits.push(k),
             None if names.defined_limits.contains(&l.as_str()) => {}
-            None => c.err(format!("{p}.rate_limits[{j}]"), format!("no [[rate_limits]] named `{l}`"), "name a defined limit"),
+            None => c.err(
+                format!("{p}.rate_limits[{j}]"),
+                format!("no [[rate_limits]] named `{l}`"),
+                suggest::name_fix(l, &names.defined_limits, "limits", "define a [[rate_limits]] table with this name"),
+            ),
         }
     }
     for a in &out.auth {

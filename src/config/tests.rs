@@ -240,7 +240,9 @@ fn route_naming_a_missing_service_lists_the_known_ones() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].path, "routes[0].service");
     assert!(errs[0].problem.contains("`user`"), "{}", errs[0].problem);
-    assert_eq!(errs[0].fix, "use one of: users, orders");
+    assert_eq!(errs[0].fix, "did you mean `users`? (services: users, orders)");
+    let errs = errors_of(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"billing\"\n"));
+    assert_eq!(errs[0].fix, "use one of: users, orders", "nothing close: the whole list");
 
     check_paths(&[
         ("service missing", with_services("[[routes]]\npaths = [\"/a\"]\n"), &["routes[0].service"]),
@@ -439,7 +441,10 @@ fn errors_print_path_problem_and_fix() {
     let err = Config::parse(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"user\"\n")).unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("1 error in config:\n"), "{text}");
-    assert!(text.contains("routes[0].service: no service named `user`\n    fix: use one of: users, orders"), "{text}");
+    assert!(
+        text.contains("routes[0].service: no service named `user`\n    fix: did you mean `users`? (services: users, orders)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -599,4 +604,39 @@ fn a_broken_provider_is_reported_once_not_as_missing() {
         // A name that nothing defines is still an error.
         ("missing beside broken", format!("{short}{}", route("auth = [\"j\", \"other\"]")), &["jwt[0]", "routes[0].auth[1]"]),
     ]);
+}
+
+/// A misspelt key or name is answered with the close one it was probably meant to be.
+#[test]
+fn unknown_keys_and_names_suggest_the_closest() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let jwt = "[[jwt]]\nname = \"main\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let limit = "[[rate_limits]]\nname = \"per-ip\"\nrequests = 10\n";
+    let cases: &[(&str, String, &str, &str)] = &[
+        ("server key", with_services(&format!("[server]\nlistn = [\"0.0.0.0:80\"]\n{ONE_ROUTE}")), "server.listn", "did you mean `listen`?"),
+        ("route key", with_services("[[routes]]\npaths = [\"/\"]\nservce = \"users\"\nservice = \"users\"\n"), "routes[0].servce", "did you mean `service`?"),
+        ("section", with_services(&format!("[limitz]\nmax_head = \"16KiB\"\n{ONE_ROUTE}")), "limitz", "did you mean `limits`?"),
+        ("swapped letters", with_services(&format!("[timeouts]\nidel = \"5s\"\n{ONE_ROUTE}")), "timeouts.idel", "did you mean `idle`?"),
+        ("nested table", route("[routes.cors]\nallow_origin = [\"*\"]"), "routes[0].cors.allow_origin", "did you mean `allow_origins`?"),
+        ("table in a list", format!("{jwt}kidd = \"x\"\n{}", route("")), "jwt[0].keys[0].kidd", "did you mean `kid`?"),
+        (
+            "inline table in a list",
+            format!("[[api_keys]]\nname = \"k\"\nkeys = [{{ consumer = \"a\", consumr = \"b\", sha256 = \"{}\" }}]\n{}", "ab".repeat(32), route("")),
+            "api_keys[0].keys[0].consumr",
+            "did you mean `consumer`?",
+        ),
+        ("far from any key", with_services(&format!("[server]\ncolor = 1\n{ONE_ROUTE}")), "server.color", "remove it or correct its spelling"),
+        ("service name", with_services("[[routes]]\npaths = [\"/\"]\nservice = \"order\"\n"), "routes[0].service", "did you mean `orders`?"),
+        ("provider name", format!("{jwt}{}", route("auth = [\"mian\"]")), "routes[0].auth[0]", "did you mean `main`? (providers: main)"),
+        ("provider name, nothing close", format!("{jwt}{}", route("auth = [\"partners\"]")), "routes[0].auth[0]", "use one of: main"),
+        ("no providers at all", route("auth = [\"main\"]"), "routes[0].auth[0]", "define a [[jwt]] or [[api_keys]] table"),
+        ("limit name", format!("{limit}{}", route("rate_limits = [\"per_ip\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
+        ("limit name, other case", format!("{limit}{}", route("rate_limits = [\"Per-IP\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
+    ];
+    for (name, text, path, fix) in cases {
+        let errs = errors_of(text);
+        let e = errs.iter().find(|e| e.path == *path).unwrap_or_else(|| panic!("case `{name}`: no error at {path}: {errs:?}"));
+        assert!(e.fix.contains(fix), "case `{name}`: {}", e.fix);
+        assert_eq!(errs.len(), 1, "case `{name}`: {errs:?}");
+    }
 }
