@@ -1,6 +1,7 @@
 //! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
 //! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
 
+mod locate;
 pub mod policy;
 mod raw;
 mod suggest;
@@ -138,28 +139,54 @@ pub struct ConfigError {
     pub path: String,
     pub problem: String,
     pub fix: String,
+    /// 1-based line of the key (or, for a missing key, of its table) in the config text.
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    /// Writes the error, its place given as `file:line` when the file is known, else `line N`.
+    fn write(&self, f: &mut fmt::Formatter<'_>, file: Option<&str>) -> fmt::Result {
+        let place = match (file, self.line) {
+            (Some(file), Some(line)) => Some(format!("{file}:{line}")),
+            (None, Some(line)) => Some(format!("line {line}")),
+            (_, None) => None,
+        };
+        match (self.path.as_str(), place) {
+            ("", None) => write!(f, "{}", self.problem)?,
+            ("", Some(place)) => write!(f, "{place}: {}", self.problem)?,
+            (path, None) => write!(f, "{path}: {}", self.problem)?,
+            (path, Some(place)) => write!(f, "{path} ({place}): {}", self.problem)?,
+        }
+        write!(f, "\n    fix: {}", self.fix)
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}\n    fix: {}", self.problem, self.fix)
-        } else {
-            write!(f, "{}: {}\n    fix: {}", self.path, self.problem, self.fix)
-        }
+        self.write(f, None)
     }
 }
 
 /// Every problem found in one config file.
 #[derive(Debug)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+    /// The file the text came from, when it came from one (`Config::load`).
+    pub file: Option<String>,
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
-        for e in &self.0 {
-            writeln!(f, "  {e}")?;
+        let n = self.errors.len();
+        let s = if n == 1 { "" } else { "s" };
+        match &self.file {
+            Some(file) => writeln!(f, "{n} error{s} in {file}:")?,
+            None => writeln!(f, "{n} error{s} in config:")?,
+        }
+        for e in &self.errors {
+            f.write_str("  ")?;
+            e.write(f, self.file.as_deref())?;
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -171,16 +198,20 @@ const KNOWN_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
 
 impl Config {
+    /// Reads, parses and validates a config file; errors name the file and their lines in it.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
+        let file = Some(path.display().to_string());
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError {
                 path: String::new(),
                 problem: format!("cannot read {}: {e}", path.display()),
                 fix: "pass an existing file with --config".into(),
-            }])
+                line: None,
+            }],
+            file: file.clone(),
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Config::parse_in(&text, base)
+        Config::parse_in(&text, base).map_err(|e| ConfigErrors { file, ..e })
     }
 
     /// Parses and validates config text, reporting every problem found.
@@ -192,11 +223,19 @@ impl Config {
     /// Parses config text whose key files are relative to `base` (the config file's folder).
     pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                problem: format!("invalid TOML: {}", e.to_string().trim()),
-                fix: "see config/gateway.toml for the expected shape of each key".into(),
-            }])
+            // With a place to point at, the line goes where every error's line goes and the
+            // message stays on one line; without one, toml's own report (with its excerpt) is kept.
+            let (problem, line) = match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or_default();
+                    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+                    let message = e.message().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+                    (format!("invalid TOML at column {column}: {message}"), Some(locate::line_at(text, span.start)))
+                }
+                None => (format!("invalid TOML: {}", e.to_string().trim()), None),
+            };
+            let fix = "see config/gateway.toml for the expected shape of each key".into();
+            ConfigErrors { errors: vec![ConfigError { path: String::new(), problem, fix, line }], file: None }
         })?;
         let mut errors = Vec::new();
         let raw = raw::read(doc, &mut errors);
@@ -210,7 +249,10 @@ impl Config {
                 return Ok(cfg);
             }
         }
-        Err(ConfigErrors(errors))
+        locate::add_lines(text, &mut errors);
+        // In the order of the file, as it is read; errors with no line (a missing section) last.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors { errors, file: None })
     }
 }
 
@@ -231,7 +273,7 @@ pub(crate) struct Checker<'e> {
 
 impl Checker<'_> {
     fn err(&mut self, path: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.errors.push(ConfigError { path: path.into(), problem: problem.into(), fix: fix.into() });
+        self.errors.push(ConfigError { path: path.into(), problem: problem.into(), fix: fix.into(), line: None });
     }
 
     fn size(&mut self, path: &str, v: &Option<String>, default: u64, min: u64, max: u64) -> u64 {

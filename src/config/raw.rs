@@ -58,11 +58,12 @@ fn unknown_key(path: String, fix: Option<String>) -> ConfigError {
         path,
         problem: "unknown key".into(),
         fix: fix.unwrap_or_else(|| "remove it or correct its spelling; config/gateway.toml lists every key".into()),
+        line: None,
     }
 }
 
 fn wrong_type(path: String, problem: String) -> ConfigError {
-    ConfigError { path, problem, fix: "write it as config/gateway.toml shows".into() }
+    ConfigError { path, problem, fix: "write it as config/gateway.toml shows".into(), line: None }
 }
 
 /// One `[name]` table. Its keys are flat, so a `serde_ignored` path is just the key.

@@ -30,7 +30,7 @@ fn with_services(rest: &str) -> String {
 fn errors_of(text: &str) -> Vec<ConfigError> {
     match Config::parse(text) {
         Ok(_) => Vec::new(),
-        Err(e) => e.0,
+        Err(e) => e.errors,
     }
 }
 
@@ -442,7 +442,7 @@ fn errors_print_path_problem_and_fix() {
     let text = err.to_string();
     assert!(text.starts_with("1 error in config:\n"), "{text}");
     assert!(
-        text.contains("routes[0].service: no service named `user`\n    fix: did you mean `users`? (services: users, orders)"),
+        text.contains("routes[0].service (line 11): no service named `user`\n    fix: did you mean `users`? (services: users, orders)"),
         "{text}"
     );
 }
@@ -639,4 +639,87 @@ fn unknown_keys_and_names_suggest_the_closest() {
         assert!(e.fix.contains(fix), "case `{name}`: {}", e.fix);
         assert_eq!(errs.len(), 1, "case `{name}`: {errs:?}");
     }
+}
+
+/// Every error names the line of its key (or, for a missing key, of its table), as nginx does.
+#[test]
+fn errors_carry_the_line_of_their_key() {
+    let text = "\
+[server]
+listen = [
+  \"127.0.0.1:8080\",
+  \"nowhere\",
+]
+listn = 1
+
+[[services]]
+name = \"users\"
+upstreams = [\"127.0.0.1:3001\"]
+connect_timeout = { secs = 3 }
+
+[[routes]]
+paths = [\"/a\"]
+service = \"users\"
+
+[[routes]]
+paths = [\"/b\"]
+
+[[routes]]
+paths = [\"/c\", \"/d/*\"]
+service = \"user\"
+[routes.cors]
+allow_origin = [\"*\"]
+
+[[api_keys]]
+name = \"k\"
+keys = [
+  { consumer = \"a\", sha256 = \"aa\" },
+  { consumer = \"b\" },
+]
+";
+    let want: &[(&str, Option<usize>)] = &[
+        ("server.listen[1]", Some(4)),
+        ("server.listn", Some(6)),
+        ("services[0].connect_timeout", Some(11)),
+        // A missing key is placed at its table.
+        ("routes[1].service", Some(17)),
+        ("routes[2].paths[1]", Some(21)),
+        ("routes[2].service", Some(22)),
+        ("routes[2].cors.allow_origin", Some(24)),
+        ("api_keys[0].keys[1]", Some(30)),
+        ("api_keys[0].keys", Some(28)),
+    ];
+    let errs = errors_of(text);
+    let mut got: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    got.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(got, want, "{}", ConfigErrors { errors: errs.clone(), file: None });
+
+    let shown = ConfigErrors { errors: errs, file: None }.to_string();
+    assert!(shown.contains("\n  routes[2].service (line 22): no service named `user`\n"), "{shown}");
+
+    // Paths that are nowhere in the text keep no line.
+    let errs = errors_of(SERVICES);
+    assert_eq!((errs[0].path.as_str(), errs[0].line), ("routes", None));
+    assert!(!errs[0].to_string().contains("line"), "{}", errs[0]);
+    let errs = errors_of("[server]\nworkers = 1\nworkers = 2\n");
+    assert_eq!((errs[0].path.as_str(), errs[0].line), ("", Some(3)), "invalid TOML: {}", errs[0]);
+    assert_eq!(errs[0].problem, "invalid TOML at column 1: duplicate key `workers` in table `server`");
+    assert!(errs[0].to_string().starts_with("line 3: invalid TOML at column 1: "), "{}", errs[0]);
+
+    // Listed in the order of the file.
+    let shown = errors_of(text).iter().map(|e| e.line).collect::<Vec<_>>();
+    assert!(shown.windows(2).all(|w| w[0] <= w[1]), "{shown:?}");
+
+    // A loaded file is named with each line, `file:line` as editors and terminals link them.
+    let dir = std::env::temp_dir().join(format!("ringgate-config-lines-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, text).unwrap();
+    let shown = Config::load(&file).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let name = file.display().to_string();
+    assert!(shown.starts_with(&format!("9 errors in {name}:\n")), "{shown}");
+    assert!(shown.contains(&format!("\n  routes[2].service ({name}:22): no service named `user`\n")), "{shown}");
 }
