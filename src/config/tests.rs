@@ -723,3 +723,64 @@ keys = [
     assert!(shown.starts_with(&format!("9 errors in {name}:\n")), "{shown}");
     assert!(shown.contains(&format!("\n  routes[2].service ({name}:22): no service named `user`\n")), "{shown}");
 }
+
+/// config/gateway.toml claims to show every key, each at its default unless its comment says
+/// "default: ...". Guard both claims: every key the raw structs accept is written there (set or
+/// commented out), and the server-wide sections it sets come out exactly as the defaults.
+#[test]
+fn shipped_config_shows_every_key_and_the_defaults() {
+    use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
+    use super::raw::{RawLimits, RawRoute, RawServer, RawService, RawTimeouts, RawUpstream};
+    use super::suggest::known_keys;
+    let text = include_str!("../../config/gateway.toml");
+    let sections = [
+        ("server", known_keys::<RawServer>()),
+        ("limits", known_keys::<RawLimits>()),
+        ("timeouts", known_keys::<RawTimeouts>()),
+        ("upstream", known_keys::<RawUpstream>()),
+        ("security", known_keys::<RawSecurity>()),
+        ("jwt", known_keys::<RawJwt>()),
+        ("api_keys", known_keys::<RawApiKeys>()),
+        ("rate_limits", known_keys::<RawRateLimit>()),
+        ("services", known_keys::<RawService>()),
+        ("routes", known_keys::<RawRoute>()),
+        ("routes.cors", known_keys::<RawCors>()),
+        ("routes.validate", known_keys::<RawValidate>()),
+    ];
+    for (section, keys) in &sections {
+        for key in keys.iter().flat_map(|(_, keys)| keys.iter()) {
+            // `key =` as a whole word, set or in a comment, on its own line or in an inline table; or
+            // a table header `[section.key]` / `[[section.key]]`.
+            let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+            let shown = text.match_indices(key).any(|(at, _)| {
+                let before = text.as_bytes()[..at].last().copied();
+                !before.is_some_and(is_word) && text[at + key.len()..].trim_start_matches(' ').starts_with('=')
+            }) || text.contains(&format!("[{section}.{key}]"));
+            assert!(shown, "[{section}] {key} is not in config/gateway.toml");
+        }
+    }
+
+    let shipped = parse_ok(text);
+    let defaults = parse_ok(&with_services(ONE_ROUTE));
+    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    assert!(same(&shipped.server, &defaults.server), "[server]: {:?}", shipped.server);
+    assert!(same(&shipped.limits, &defaults.limits), "[limits]: {:?}", shipped.limits);
+    assert!(same(&shipped.timeouts, &defaults.timeouts), "[timeouts]: {:?}", shipped.timeouts);
+    assert!(same(&shipped.upstream, &defaults.upstream), "[upstream]: {:?}", shipped.upstream);
+    assert!(same(&shipped.security, &defaults.security), "[security]: {:?}", shipped.security);
+    assert_eq!(shipped.jwt[0].cache_size, 10_000);
+    let limit = &shipped.rate_limits[0];
+    assert_eq!((limit.limit.burst, limit.limit.max_keys, &limit.key), (limit.limit.requests, 100_000, &super::policy::LimitKey::ClientIp));
+    // The comments that own up to a demo value: each names the default it differs from.
+    for (line_start, default) in [
+        ("window = ", "default: 1s"),
+        ("max_json = ", "default: 64KiB"),
+        ("strip_prefix = ", "default: false"),
+        ("allow_methods = ", "default: [\"GET\", \"HEAD\", \"POST\"]"),
+        ("max_body = \"1MiB\"", "default: limits.max_body"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(line_start)).unwrap();
+        assert!(line.contains(default), "{line}");
+    }
+    assert!(text.contains("SHA-256 digests"));
+}
