@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprint!("{}: {errors}", config.display());
+                eprint!("{errors}");
                 ExitCode::FAILURE
             }
         },
@@ -106,7 +106,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+            eprint!("{errors}");
             return ExitCode::FAILURE;
         }
     };

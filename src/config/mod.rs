@@ -1,8 +1,10 @@
 //! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
 //! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
 
+mod locate;
 pub mod policy;
 mod raw;
+mod suggest;
 pub mod units;
 
 use std::fmt;
@@ -160,28 +162,54 @@ pub struct ConfigError {
     pub path: String,
     pub problem: String,
     pub fix: String,
+    /// 1-based line of the key (or, for a missing key, of its table) in the config text.
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    /// Writes the error, its place given as `file:line` when the file is known, else `line N`.
+    fn write(&self, f: &mut fmt::Formatter<'_>, file: Option<&str>) -> fmt::Result {
+        let place = match (file, self.line) {
+            (Some(file), Some(line)) => Some(format!("{file}:{line}")),
+            (None, Some(line)) => Some(format!("line {line}")),
+            (_, None) => None,
+        };
+        match (self.path.as_str(), place) {
+            ("", None) => write!(f, "{}", self.problem)?,
+            ("", Some(place)) => write!(f, "{place}: {}", self.problem)?,
+            (path, None) => write!(f, "{path}: {}", self.problem)?,
+            (path, Some(place)) => write!(f, "{path} ({place}): {}", self.problem)?,
+        }
+        write!(f, "\n    fix: {}", self.fix)
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}\n    fix: {}", self.problem, self.fix)
-        } else {
-            write!(f, "{}: {}\n    fix: {}", self.path, self.problem, self.fix)
-        }
+        self.write(f, None)
     }
 }
 
 /// Every problem found in one config file.
 #[derive(Debug)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+    /// The file the text came from, when it came from one (`Config::load`).
+    pub file: Option<String>,
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
-        for e in &self.0 {
-            writeln!(f, "  {e}")?;
+        let n = self.errors.len();
+        let s = if n == 1 { "" } else { "s" };
+        match &self.file {
+            Some(file) => writeln!(f, "{n} error{s} in {file}:")?,
+            None => writeln!(f, "{n} error{s} in config:")?,
+        }
+        for e in &self.errors {
+            f.write_str("  ")?;
+            e.write(f, self.file.as_deref())?;
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -193,16 +221,20 @@ const KNOWN_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
 
 impl Config {
+    /// Reads, parses and validates a config file; errors name the file and their lines in it.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
+        let file = Some(path.display().to_string());
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError {
                 path: String::new(),
                 problem: format!("cannot read {}: {e}", path.display()),
                 fix: "pass an existing file with --config".into(),
-            }])
+                line: None,
+            }],
+            file: file.clone(),
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Config::parse_in(&text, base)
+        Config::parse_in(&text, base).map_err(|e| ConfigErrors { file, ..e })
     }
 
     /// Parses and validates config text, reporting every problem found.
@@ -214,11 +246,19 @@ impl Config {
     /// Parses config text whose key files are relative to `base` (the config file's folder).
     pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                problem: format!("invalid TOML: {}", e.to_string().trim()),
-                fix: "see config/gateway.toml for the expected shape of each key".into(),
-            }])
+            // With a place to point at, the line goes where every error's line goes and the
+            // message stays on one line; without one, toml's own report (with its excerpt) is kept.
+            let (problem, line) = match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or_default();
+                    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+                    let message = e.message().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+                    (format!("invalid TOML at column {column}: {message}"), Some(locate::line_at(text, span.start)))
+                }
+                None => (format!("invalid TOML: {}", e.to_string().trim()), None),
+            };
+            let fix = "see config/gateway.toml for the expected shape of each key".into();
+            ConfigErrors { errors: vec![ConfigError { path: String::new(), problem, fix, line }], file: None }
         })?;
         let mut errors = Vec::new();
         let raw = raw::read(doc, &mut errors);
@@ -232,13 +272,21 @@ impl Config {
                 return Ok(cfg);
             }
         }
-        Err(ConfigErrors(errors))
+        locate::add_lines(text, &mut errors);
+        // In the order of the file, as it is read; errors with no line (a missing section) last.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors { errors, file: None })
     }
 }
 
 /// `path` is `key` itself or a key below it (`routes[1]` covers `routes[1].service`).
 fn is_under(path: &str, key: &str) -> bool {
     path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// A name as written, if it is one (absent and empty names are reported where they are defined).
+fn named(name: &Option<String>) -> Option<&str> {
+    name.as_deref().filter(|n| !n.is_empty())
 }
 
 /// Collects problems into `errors` while reading one field.
@@ -248,7 +296,7 @@ pub(crate) struct Checker<'e> {
 
 impl Checker<'_> {
     fn err(&mut self, path: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.errors.push(ConfigError { path: path.into(), problem: problem.into(), fix: fix.into() });
+        self.errors.push(ConfigError { path: path.into(), problem: problem.into(), fix: fix.into(), line: None });
     }
 
     fn size(&mut self, path: &str, v: &Option<String>, default: u64, min: u64, max: u64) -> u64 {
@@ -275,10 +323,22 @@ impl Checker<'_> {
             }
             Ok(d) => d,
             Err(e) => {
-                self.err(path, e, "write durations like \"30s\" or \"1500ms\"");
+                self.err(path, e, "write durations like \"30s\", \"1.5s\" or \"1500ms\"");
                 default
             }
         }
+    }
+
+    /// A duration the gateway counts in whole seconds (a header value, a leeway on claim times):
+    /// a fraction would be cut off unseen, so it is refused.
+    fn seconds(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        let d = self.duration(path, v, default);
+        if d.subsec_nanos() != 0 {
+            let s = v.as_deref().unwrap_or_default();
+            self.err(path, format!("`{s}` is not a whole number of seconds"), "this one is counted in whole seconds; write e.g. \"2s\"");
+            return default;
+        }
+        d
     }
 
     fn int(&mut self, path: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
@@ -419,7 +479,13 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         }
         names.push(n);
     }
-    let policy_names = PolicyNames { jwt: &jwt, api_keys: &api_keys, rate_limits: &rate_limits };
+    let policy_names = PolicyNames {
+        jwt: &jwt,
+        api_keys: &api_keys,
+        rate_limits: &rate_limits,
+        defined_auth: raw.jwt.iter().map(|j| named(&j.name)).chain(raw.api_keys.iter().map(|a| named(&a.name))).flatten().collect(),
+        defined_limits: raw.rate_limits.iter().filter_map(|l| named(&l.name)).collect(),
+    };
     let buffer = read_buffer.max(max_head) as u64;
     let routes: Vec<Route> = raw
         .routes
@@ -494,6 +560,32 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     })
 }
 
+/// Characters that read as wildcards, globs or parameters in other routers; this one matches
+/// path segments literally (none of them but `*` may even appear unescaped in a request path).
+const PATTERN_CHARS: &[char] = &['*', '{', '}', '[', ']', '<', '>'];
+
+/// For a path written as a pattern (`/api/users/*`, `/users/{id}`, `/users/:id`), how to say it
+/// with the matches the router has: a prefix at a segment boundary, or `=` for one exact path.
+fn pattern_fix(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let first = segments.iter().position(|seg| seg.contains(PATTERN_CHARS) || seg.starts_with(':'))?;
+    let base = if first <= 1 { "/".to_string() } else { segments[..first].join("/") };
+    let below = if base == "/" { "/".to_string() } else { format!("{base}/") };
+    let trailing_star = first == segments.len() - 1 && matches!(segments[first], "*" | "**");
+    Some(if trailing_star {
+        format!(
+            "write \"{base}\": a path already matches everything below it at a segment boundary \
+             (\"{base}\" matches {base} and {below}anything); write \"={base}\" to match {base} alone"
+        )
+    } else {
+        format!(
+            "the router has no wildcards or path parameters: a path matches itself and everything below \
+             it at a segment boundary (\"{base}\" matches {base} and {below}anything), and \"=/path\" \
+             matches one path exactly; route by the literal part, e.g. \"{base}\""
+        )
+    })
+}
+
 /// Always returns a route, even one with problems, so that later checks (names, conflicts) see
 /// every route at its own index. A route whose service is unknown gets service 0; the error
 /// already recorded means such a config is never returned.
@@ -517,11 +609,7 @@ fn route(
             let found = services.iter().position(|x| &x.name == s);
             if found.is_none() {
                 let known: Vec<&str> = services.iter().map(|x| x.name.as_str()).collect();
-                let fix = if known.is_empty() {
-                    format!("add a [[services]] table with name = \"{s}\"")
-                } else {
-                    format!("use one of: {}", known.join(", "))
-                };
+                let fix = suggest::name_fix(s, &known, "services", &format!("add a [[services]] table with name = \"{s}\""));
                 c.err(format!("{p}.service"), format!("no service named `{s}`"), fix);
             }
             found
@@ -543,6 +631,10 @@ fn route(
                         format!("`{raw}` is not a path"),
                         "start with '/', no query, no '//' (e.g. \"/api/users\" or \"=/health\")",
                     );
+                    continue;
+                }
+                if let Some(fix) = pattern_fix(path) {
+                    c.err(format!("{p}.paths[{j}]"), format!("`{raw}` looks like a pattern, but paths are matched literally"), fix);
                     continue;
                 }
                 // The router matches whole segments, so a trailing slash adds nothing: "/api/" and

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Checker;
+use super::{suggest, Checker};
 use crate::policy::apikey::{ApiKeySet, KeyLocation};
 use crate::policy::cors::Cors;
 use crate::policy::ip::{Cidr, IpList, IpRules};
@@ -244,7 +244,7 @@ pub(crate) fn jwt(c: &mut Checker, i: usize, raw: &RawJwt, base: &std::path::Pat
         name: name.clone(),
         issuer: raw.issuer.clone(),
         audiences: raw.audiences.clone().unwrap_or_default(),
-        leeway: c.duration(&format!("{p}.leeway"), &raw.leeway, Duration::from_secs(60)),
+        leeway: c.seconds(&format!("{p}.leeway"), &raw.leeway, Duration::from_secs(60)),
         required_claims: raw.required_claims.clone().unwrap_or_default(),
         keys,
         jwks_file,
@@ -346,6 +346,11 @@ pub struct PolicyNames<'a> {
     pub jwt: &'a [JwtProvider],
     pub api_keys: &'a [ApiKeySet],
     pub rate_limits: &'a [RateLimitDef],
+    /// Every `[[jwt]]` and `[[api_keys]]` name in the file, built or not: a provider whose keys
+    /// failed is reported where it is defined, and its routes must not also call it missing.
+    pub defined_auth: Vec<&'a str>,
+    /// Every `[[rate_limits]]` name in the file, built or not.
+    pub defined_limits: Vec<&'a str>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,13 +371,23 @@ pub(crate) fn route_policy(
         let key = names.api_keys.iter().position(|x| &x.name == a).map(AuthRef::ApiKey);
         match jwt.or(key) {
             Some(r) => out.auth.push(r),
-            None => c.err(format!("{p}.auth[{j}]"), format!("no [[jwt]] or [[api_keys]] named `{a}`"), "name a defined provider"),
+            None if names.defined_auth.contains(&a.as_str()) => {} // its own error says what is wrong
+            None => c.err(
+                format!("{p}.auth[{j}]"),
+                format!("no [[jwt]] or [[api_keys]] named `{a}`"),
+                suggest::name_fix(a, &names.defined_auth, "providers", "define a [[jwt]] or [[api_keys]] table with this name"),
+            ),
         }
     }
     for (j, l) in limits.iter().flatten().enumerate() {
         match names.rate_limits.iter().position(|x| &x.limit.name == l) {
             Some(k) => out.rate_limits.push(k),
-            None => c.err(format!("{p}.rate_limits[{j}]"), format!("no [[rate_limits]] named `{l}`"), "name a defined limit"),
+            None if names.defined_limits.contains(&l.as_str()) => {}
+            None => c.err(
+                format!("{p}.rate_limits[{j}]"),
+                format!("no [[rate_limits]] named `{l}`"),
+                suggest::name_fix(l, &names.defined_limits, "limits", "define a [[rate_limits]] table with this name"),
+            ),
         }
     }
     for a in &out.auth {
@@ -384,14 +399,17 @@ pub(crate) fn route_policy(
     if out.rate_limits.len() > 8 {
         c.err(format!("{p}.rate_limits"), "more than 8 limits on one route", "combine limits; 8 is the most a route applies");
     }
+    // Whether the route names any provider, found or not: one that is missing or broken is
+    // reported on its own, not as "no auth" as well.
+    let has_auth = auth.iter().flatten().next().is_some();
     for &k in &out.rate_limits {
-        if names.rate_limits[k].key == LimitKey::Consumer && out.auth.is_empty() {
+        if names.rate_limits[k].key == LimitKey::Consumer && !has_auth {
             c.err(format!("{p}.rate_limits"), format!("limit `{}` is keyed by consumer but the route has no auth", names.rate_limits[k].limit.name), "add auth = [...] or key the limit by ip");
         }
     }
     out.ip = IpRules { allow: ip_list(c, &format!("{p}.ip_allow"), ip_allow), deny: ip_list(c, &format!("{p}.ip_deny"), ip_deny) };
     if let Some(rc) = cors {
-        let max_age = c.duration(&format!("{p}.cors.max_age"), &rc.max_age, Duration::from_secs(600)).as_secs();
+        let max_age = c.seconds(&format!("{p}.cors.max_age"), &rc.max_age, Duration::from_secs(600)).as_secs();
         let v = |x: &Option<Vec<String>>| x.clone().unwrap_or_default();
         let methods = rc.allow_methods.clone().unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()]);
         match Cors::new(&v(&rc.allow_origins), &methods, &v(&rc.allow_headers), &v(&rc.expose_headers), rc.allow_credentials.unwrap_or(false), max_age) {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
-use super::ConfigError;
+use super::{suggest, ConfigError};
 
 #[derive(Debug, Default)]
 pub struct RawConfig {
@@ -36,6 +36,10 @@ pub struct RawLog {
     pub access_query: Option<bool>,
 }
 
+/// The top-level keys, each a `[table]` or a list of `[[tables]]`.
+const SECTIONS: &[&str] =
+    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log"];
+
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
 /// out (as if unset), so validation still runs over everything else.
 pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
@@ -54,22 +58,27 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "rate_limits" => raw.rate_limits = tables(&key, value, errors),
             "admin" => raw.admin = table(&key, value, errors),
             "log" => raw.log = table(&key, value, errors),
-            _ => errors.push(unknown_key(key)),
+            _ => {
+                let fix = suggest::did_you_mean(&key, SECTIONS.iter().copied());
+                errors.push(unknown_key(key, fix));
+            }
         }
     }
     raw
 }
 
-fn unknown_key(path: String) -> ConfigError {
+/// `fix` is a "did you mean" when a known key is close to the unknown one.
+fn unknown_key(path: String, fix: Option<String>) -> ConfigError {
     ConfigError {
         path,
         problem: "unknown key".into(),
-        fix: "remove it or correct its spelling; config/gateway.toml lists every key".into(),
+        fix: fix.unwrap_or_else(|| "remove it or correct its spelling; config/gateway.toml lists every key".into()),
+        line: None,
     }
 }
 
 fn wrong_type(path: String, problem: String) -> ConfigError {
-    ConfigError { path, problem, fix: "write it as config/gateway.toml shows".into() }
+    ConfigError { path, problem, fix: "write it as config/gateway.toml shows".into(), line: None }
 }
 
 /// One `[name]` table. Its keys are flat, so a `serde_ignored` path is just the key.
@@ -102,7 +111,17 @@ fn table<T: DeserializeOwned + Default>(path: &str, value: Value, errors: &mut V
             serde_ignored::deserialize(Value::Table(good), |p| unknown.push(p.to_string())).unwrap_or_default()
         }
     };
-    errors.extend(unknown.into_iter().map(|k| unknown_key(format!("{path}.{}", key_path(&k)))));
+    if !unknown.is_empty() {
+        let known = suggest::known_keys::<T>();
+        for k in unknown {
+            let at = key_path(&k);
+            // The keys known beside this one: `keys[0].kind` is looked up among the keys of `keys[]`.
+            let pattern = at.split('[').map(|s| s.split_once(']').map_or(s, |(_, rest)| rest)).collect::<Vec<_>>().join("[]");
+            let (parent, name) = pattern.rsplit_once('.').unwrap_or(("", &pattern));
+            let siblings = known.iter().filter(|(p, _)| p == parent).flat_map(|(_, keys)| keys.iter().copied());
+            errors.push(unknown_key(format!("{path}.{at}"), suggest::did_you_mean(name, siblings)));
+        }
+    }
     v
 }
 

@@ -30,7 +30,7 @@ fn with_services(rest: &str) -> String {
 fn errors_of(text: &str) -> Vec<ConfigError> {
     match Config::parse(text) {
         Ok(_) => Vec::new(),
-        Err(e) => e.0,
+        Err(e) => e.errors,
     }
 }
 
@@ -240,7 +240,9 @@ fn route_naming_a_missing_service_lists_the_known_ones() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].path, "routes[0].service");
     assert!(errs[0].problem.contains("`user`"), "{}", errs[0].problem);
-    assert_eq!(errs[0].fix, "use one of: users, orders");
+    assert_eq!(errs[0].fix, "did you mean `users`? (services: users, orders)");
+    let errs = errors_of(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"billing\"\n"));
+    assert_eq!(errs[0].fix, "use one of: users, orders", "nothing close: the whole list");
 
     check_paths(&[
         ("service missing", with_services("[[routes]]\npaths = [\"/a\"]\n"), &["routes[0].service"]),
@@ -439,7 +441,10 @@ fn errors_print_path_problem_and_fix() {
     let err = Config::parse(&with_services("[[routes]]\npaths = [\"/a\"]\nservice = \"user\"\n")).unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("1 error in config:\n"), "{text}");
-    assert!(text.contains("routes[0].service: no service named `user`\n    fix: use one of: users, orders"), "{text}");
+    assert!(
+        text.contains("routes[0].service (line 11): no service named `user`\n    fix: did you mean `users`? (services: users, orders)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -470,4 +475,315 @@ fn policy_errors_are_reported_with_their_key_paths() {
     ]);
     let ok = parse_ok(&format!("{jwt_hs}{}", route("auth = [\"main\"]")));
     assert_eq!(ok.routes[0].policy.auth, [super::policy::AuthRef::Jwt(0)]);
+}
+
+/// Regression: "1.5s" was refused as "unknown unit `.5s`". Fractions are read digit by digit, so
+/// they are exact; finer than a nanosecond is refused rather than rounded.
+#[test]
+fn fractional_durations_are_read_or_refused_clearly() {
+    let ms = Duration::from_millis;
+    let cases: &[(&str, Result<Duration, &str>)] = &[
+        ("1.5s", Ok(ms(1500))),
+        ("0.25s", Ok(ms(250))),
+        ("2.5m", Ok(ms(150_000))),
+        ("1.25h", Ok(Duration::from_secs(4500))),
+        ("0.5ms", Ok(Duration::from_micros(500))),
+        ("1.1s", Ok(ms(1100))),
+        ("0.000000001s", Ok(Duration::from_nanos(1))),
+        ("1.50000000000000000000s", Ok(ms(1500))),
+        ("1.5 s", Ok(ms(1500))),
+        ("1500ms", Ok(ms(1500))),
+        ("0.0000000001s", Err("more precise than a nanosecond")),
+        ("1.0000001ms", Err("more precise than a nanosecond")),
+        (".5s", Err("digits on both sides of the decimal point")),
+        ("1.s", Err("digits on both sides of the decimal point")),
+        ("1.5.2s", Err("more than one decimal point")),
+        ("1,5s", Err("decimal comma")),
+        ("-1s", Err("negative")),
+        ("1.5", Err("needs a unit")),
+        ("1.5d", Err("unknown unit `d`")),
+        ("soon", Err("is not a duration")),
+        ("99999999999999999999999h", Err("too large")),
+    ];
+    for (input, want) in cases {
+        match (parse_duration(input), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, *want, "{input}"),
+            (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    let cfg = parse_ok(&with_services(&format!("[timeouts]\nidle = \"2.5m\"\nheader = \"0.25s\"\n{ONE_ROUTE}")));
+    assert_eq!(cfg.timeouts.idle, Duration::from_secs(150));
+    assert_eq!(cfg.timeouts.header, ms(250));
+    let errs = errors_of(&with_services(&format!("[timeouts]\nidle = \"1.5.2s\"\n{ONE_ROUTE}")));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "timeouts.idle");
+    assert!(!errs[0].problem.contains("unknown unit"), "{}", errs[0].problem);
+}
+
+/// Sizes stay whole numbers of a unit; "1.5KiB" says so, and what it would be in a smaller unit.
+#[test]
+fn fractional_sizes_are_refused_as_whole_numbers_of_a_unit() {
+    let cases: &[(&str, &str)] = &[
+        ("1.5KiB", "`1.5KiB` is not a whole number of KiB; sizes are whole numbers of a unit: write \"1536B\""),
+        ("1.5MiB", "write \"1536KiB\""),
+        ("0.5GB", "write \"500MB\""),
+        ("2.0KiB", "write \"2KiB\""),
+        ("1.3KiB", "not a whole number of bytes either"),
+        ("1.5", "`1.5` is not a whole number of bytes"),
+        ("1.5XB", "sizes are whole numbers of B, KiB"),
+    ];
+    for (input, want) in cases {
+        let got = parse_size(input).unwrap_err();
+        assert!(got.contains(want), "{input}: {got}");
+    }
+    check_paths(&[("fractional size", with_services(&format!("[server]\nread_buffer = \"1.5KiB\"\n{ONE_ROUTE}")), &["server.read_buffer"])]);
+}
+
+/// Keys counted in whole seconds (Access-Control-Max-Age, the JWT leeway) refuse a fraction instead
+/// of cutting it off.
+#[test]
+fn whole_second_durations_refuse_fractions() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let jwt = |leeway: &str| format!("[[jwt]]\nname = \"j\"\nleeway = \"{leeway}\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n{}", route(""));
+    check_paths(&[
+        ("cors max_age", route("[routes.cors]\nallow_origins = [\"*\"]\nmax_age = \"1.5s\""), &["routes[0].cors.max_age"]),
+        ("jwt leeway", jwt("1500ms"), &["jwt[0].leeway"]),
+        ("whole seconds", jwt("2000ms"), &[]),
+    ]);
+}
+
+/// Regression: `paths = ["/api/users/*"]` passed and matched only a literal `*` segment.
+#[test]
+fn pattern_paths_are_refused_with_prefix_advice() {
+    let with_paths = |paths: &str| with_services(&format!("[[routes]]\npaths = {paths}\nservice = \"users\"\n"));
+    let cases: &[(&str, String, &[&str])] = &[
+        ("trailing star", with_paths(r#"["/api/users/*"]"#), &["routes[0].paths[0]"]),
+        ("double star", with_paths(r#"["/api/**"]"#), &["routes[0].paths[0]"]),
+        ("star in a segment", with_paths(r#"["/api/users*"]"#), &["routes[0].paths[0]"]),
+        ("inner star", with_paths(r#"["/api/*/users"]"#), &["routes[0].paths[0]"]),
+        ("exact with star", with_paths(r#"["=/api/*"]"#), &["routes[0].paths[0]"]),
+        ("braces", with_paths(r#"["/users/{id}"]"#), &["routes[0].paths[0]"]),
+        ("colon parameter", with_paths(r#"["/users/:id"]"#), &["routes[0].paths[0]"]),
+        ("character class", with_paths(r#"["/v[12]/users"]"#), &["routes[0].paths[0]"]),
+        ("angle brackets", with_paths(r#"["/users/<id>"]"#), &["routes[0].paths[0]"]),
+        ("root star", with_paths(r#"["/*"]"#), &["routes[0].paths[0]"]),
+        ("colon inside a segment is literal", with_paths(r#"["/v1/jobs/a:run", "/x/y:z"]"#), &[]),
+    ];
+    check_paths(cases);
+
+    let errs = errors_of(&with_paths(r#"["/api/users/*"]"#));
+    assert!(errs[0].problem.contains("`/api/users/*`"), "{}", errs[0].problem);
+    let fix = &errs[0].fix;
+    assert!(fix.starts_with("write \"/api/users\""), "{fix}");
+    assert!(fix.contains("matches /api/users and /api/users/anything"), "{fix}");
+    assert!(fix.contains("\"=/api/users\""), "{fix}");
+    let errs = errors_of(&with_paths(r#"["/users/:id"]"#));
+    assert!(errs[0].fix.contains("no wildcards or path parameters") && errs[0].fix.contains("\"/users\""), "{}", errs[0].fix);
+}
+
+/// Regression: a provider whose keys failed to build also made every route using it report "no
+/// provider named ...". The provider is defined; only its own error is reported.
+#[test]
+fn a_broken_provider_is_reported_once_not_as_missing() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let short = "[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"short\"\n";
+    let no_pem = "[[jwt]]\nname = \"j\"\n[[jwt.keys]]\nalg = \"RS256\"\npem_file = \"/nonexistent.pem\"\n";
+    let bad_digest = "[[api_keys]]\nname = \"k\"\nkeys = [{ consumer = \"a\", sha256 = \"xyz\" }]\n";
+    let no_requests = "[[rate_limits]]\nname = \"l\"\n";
+    let consumer_limit = "[[rate_limits]]\nname = \"c\"\nrequests = 1\nkey = \"consumer\"\n";
+    check_paths(&[
+        ("short HS256 secret", format!("{short}{}", route("auth = [\"j\"]")), &["jwt[0]"]),
+        ("unreadable pem_file", format!("{no_pem}{}", route("auth = [\"j\"]")), &["jwt[0]"]),
+        ("bad api key digest", format!("{bad_digest}{}", route("auth = [\"k\"]")), &["api_keys[0].keys"]),
+        ("both kinds broken", format!("{short}{bad_digest}{}", route("auth = [\"j\", \"k\"]")), &["api_keys[0].keys", "jwt[0]"]),
+        ("limit without requests", format!("{no_requests}{}", route("rate_limits = [\"l\"]")), &["rate_limits[0].requests"]),
+        // The route has auth; its provider is broken, which is not the same as having none.
+        ("consumer limit, broken provider", format!("{short}{consumer_limit}{}", route("auth = [\"j\"]\nrate_limits = [\"c\"]")), &["jwt[0]"]),
+        // A name that nothing defines is still an error.
+        ("missing beside broken", format!("{short}{}", route("auth = [\"j\", \"other\"]")), &["jwt[0]", "routes[0].auth[1]"]),
+    ]);
+}
+
+/// A misspelt key or name is answered with the close one it was probably meant to be.
+#[test]
+fn unknown_keys_and_names_suggest_the_closest() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let jwt = "[[jwt]]\nname = \"main\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let limit = "[[rate_limits]]\nname = \"per-ip\"\nrequests = 10\n";
+    let cases: &[(&str, String, &str, &str)] = &[
+        ("server key", with_services(&format!("[server]\nlistn = [\"0.0.0.0:80\"]\n{ONE_ROUTE}")), "server.listn", "did you mean `listen`?"),
+        ("route key", with_services("[[routes]]\npaths = [\"/\"]\nservce = \"users\"\nservice = \"users\"\n"), "routes[0].servce", "did you mean `service`?"),
+        ("section", with_services(&format!("[limitz]\nmax_head = \"16KiB\"\n{ONE_ROUTE}")), "limitz", "did you mean `limits`?"),
+        ("swapped letters", with_services(&format!("[timeouts]\nidel = \"5s\"\n{ONE_ROUTE}")), "timeouts.idel", "did you mean `idle`?"),
+        ("nested table", route("[routes.cors]\nallow_origin = [\"*\"]"), "routes[0].cors.allow_origin", "did you mean `allow_origins`?"),
+        ("table in a list", format!("{jwt}kidd = \"x\"\n{}", route("")), "jwt[0].keys[0].kidd", "did you mean `kid`?"),
+        (
+            "inline table in a list",
+            format!("[[api_keys]]\nname = \"k\"\nkeys = [{{ consumer = \"a\", consumr = \"b\", sha256 = \"{}\" }}]\n{}", "ab".repeat(32), route("")),
+            "api_keys[0].keys[0].consumr",
+            "did you mean `consumer`?",
+        ),
+        ("far from any key", with_services(&format!("[server]\ncolor = 1\n{ONE_ROUTE}")), "server.color", "remove it or correct its spelling"),
+        ("service name", with_services("[[routes]]\npaths = [\"/\"]\nservice = \"order\"\n"), "routes[0].service", "did you mean `orders`?"),
+        ("provider name", format!("{jwt}{}", route("auth = [\"mian\"]")), "routes[0].auth[0]", "did you mean `main`? (providers: main)"),
+        ("provider name, nothing close", format!("{jwt}{}", route("auth = [\"partners\"]")), "routes[0].auth[0]", "use one of: main"),
+        ("no providers at all", route("auth = [\"main\"]"), "routes[0].auth[0]", "define a [[jwt]] or [[api_keys]] table"),
+        ("limit name", format!("{limit}{}", route("rate_limits = [\"per_ip\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
+        ("limit name, other case", format!("{limit}{}", route("rate_limits = [\"Per-IP\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
+    ];
+    for (name, text, path, fix) in cases {
+        let errs = errors_of(text);
+        let e = errs.iter().find(|e| e.path == *path).unwrap_or_else(|| panic!("case `{name}`: no error at {path}: {errs:?}"));
+        assert!(e.fix.contains(fix), "case `{name}`: {}", e.fix);
+        assert_eq!(errs.len(), 1, "case `{name}`: {errs:?}");
+    }
+}
+
+/// Every error names the line of its key (or, for a missing key, of its table), as nginx does.
+#[test]
+fn errors_carry_the_line_of_their_key() {
+    let text = "\
+[server]
+listen = [
+  \"127.0.0.1:8080\",
+  \"nowhere\",
+]
+listn = 1
+
+[[services]]
+name = \"users\"
+upstreams = [\"127.0.0.1:3001\"]
+connect_timeout = { secs = 3 }
+
+[[routes]]
+paths = [\"/a\"]
+service = \"users\"
+
+[[routes]]
+paths = [\"/b\"]
+
+[[routes]]
+paths = [\"/c\", \"/d/*\"]
+service = \"user\"
+[routes.cors]
+allow_origin = [\"*\"]
+
+[[api_keys]]
+name = \"k\"
+keys = [
+  { consumer = \"a\", sha256 = \"aa\" },
+  { consumer = \"b\" },
+]
+";
+    let want: &[(&str, Option<usize>)] = &[
+        ("server.listen[1]", Some(4)),
+        ("server.listn", Some(6)),
+        ("services[0].connect_timeout", Some(11)),
+        // A missing key is placed at its table.
+        ("routes[1].service", Some(17)),
+        ("routes[2].paths[1]", Some(21)),
+        ("routes[2].service", Some(22)),
+        ("routes[2].cors.allow_origin", Some(24)),
+        ("api_keys[0].keys[1]", Some(30)),
+        ("api_keys[0].keys", Some(28)),
+    ];
+    let errs = errors_of(text);
+    let mut got: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    got.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(got, want, "{}", ConfigErrors { errors: errs.clone(), file: None });
+
+    let shown = ConfigErrors { errors: errs, file: None }.to_string();
+    assert!(shown.contains("\n  routes[2].service (line 22): no service named `user`\n"), "{shown}");
+
+    // Paths that are nowhere in the text keep no line.
+    let errs = errors_of(SERVICES);
+    assert_eq!((errs[0].path.as_str(), errs[0].line), ("routes", None));
+    assert!(!errs[0].to_string().contains("line"), "{}", errs[0]);
+    let errs = errors_of("[server]\nworkers = 1\nworkers = 2\n");
+    assert_eq!((errs[0].path.as_str(), errs[0].line), ("", Some(3)), "invalid TOML: {}", errs[0]);
+    assert_eq!(errs[0].problem, "invalid TOML at column 1: duplicate key `workers` in table `server`");
+    assert!(errs[0].to_string().starts_with("line 3: invalid TOML at column 1: "), "{}", errs[0]);
+
+    // Listed in the order of the file.
+    let shown = errors_of(text).iter().map(|e| e.line).collect::<Vec<_>>();
+    assert!(shown.windows(2).all(|w| w[0] <= w[1]), "{shown:?}");
+
+    // A loaded file is named with each line, `file:line` as editors and terminals link them.
+    let dir = std::env::temp_dir().join(format!("ringgate-config-lines-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, text).unwrap();
+    let shown = Config::load(&file).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let name = file.display().to_string();
+    assert!(shown.starts_with(&format!("9 errors in {name}:\n")), "{shown}");
+    assert!(shown.contains(&format!("\n  routes[2].service ({name}:22): no service named `user`\n")), "{shown}");
+}
+
+/// config/gateway.toml claims to show every key, each at its default unless its comment says
+/// "default: ...". Guard both claims: every key the raw structs accept is written there (set or
+/// commented out), and the server-wide sections it sets come out exactly as the defaults.
+#[test]
+fn shipped_config_shows_every_key_and_the_defaults() {
+    use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
+    use super::raw::{RawAdmin, RawLimits, RawLog, RawRoute, RawServer, RawService, RawTimeouts, RawUpstream};
+    use super::suggest::known_keys;
+    let text = include_str!("../../config/gateway.toml");
+    let sections = [
+        ("server", known_keys::<RawServer>()),
+        ("limits", known_keys::<RawLimits>()),
+        ("timeouts", known_keys::<RawTimeouts>()),
+        ("upstream", known_keys::<RawUpstream>()),
+        ("security", known_keys::<RawSecurity>()),
+        ("jwt", known_keys::<RawJwt>()),
+        ("api_keys", known_keys::<RawApiKeys>()),
+        ("rate_limits", known_keys::<RawRateLimit>()),
+        ("services", known_keys::<RawService>()),
+        ("routes", known_keys::<RawRoute>()),
+        ("routes.cors", known_keys::<RawCors>()),
+        ("routes.validate", known_keys::<RawValidate>()),
+        ("admin", known_keys::<RawAdmin>()),
+        ("log", known_keys::<RawLog>()),
+    ];
+    for (section, keys) in &sections {
+        for key in keys.iter().flat_map(|(_, keys)| keys.iter()) {
+            // `key =` as a whole word, set or in a comment, on its own line or in an inline table; or
+            // a table header `[section.key]` / `[[section.key]]`.
+            let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+            let shown = text.match_indices(key).any(|(at, _)| {
+                let before = text.as_bytes()[..at].last().copied();
+                !before.is_some_and(is_word) && text[at + key.len()..].trim_start_matches(' ').starts_with('=')
+            }) || text.contains(&format!("[{section}.{key}]"));
+            assert!(shown, "[{section}] {key} is not in config/gateway.toml");
+        }
+    }
+
+    let shipped = parse_ok(text);
+    let defaults = parse_ok(&with_services(ONE_ROUTE));
+    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    assert!(same(&shipped.server, &defaults.server), "[server]: {:?}", shipped.server);
+    assert!(same(&shipped.limits, &defaults.limits), "[limits]: {:?}", shipped.limits);
+    assert!(same(&shipped.timeouts, &defaults.timeouts), "[timeouts]: {:?}", shipped.timeouts);
+    assert!(same(&shipped.upstream, &defaults.upstream), "[upstream]: {:?}", shipped.upstream);
+    assert!(same(&shipped.security, &defaults.security), "[security]: {:?}", shipped.security);
+    assert_eq!(shipped.jwt[0].cache_size, 10_000);
+    let limit = &shipped.rate_limits[0];
+    assert_eq!((limit.limit.burst, limit.limit.max_keys, &limit.key), (limit.limit.requests, 100_000, &super::policy::LimitKey::ClientIp));
+    // The comments that own up to a demo value: each names the default it differs from.
+    for (line_start, default) in [
+        ("window = ", "default: 1s"),
+        ("max_json = ", "default: 64KiB"),
+        ("strip_prefix = ", "default: false"),
+        ("allow_methods = ", "default: [\"GET\", \"HEAD\", \"POST\"]"),
+        ("max_body = \"1MiB\"", "default: limits.max_body"),
+        ("listen = \"127.0.0.1:9901\"", "default: off"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(line_start)).unwrap();
+        assert!(line.contains(default), "{line}");
+    }
+    assert!(text.contains("SHA-256 digests"));
 }

@@ -52,7 +52,7 @@ impl Reloader {
         let Some(path) = &self.path else {
             return Err(vec!["the gateway was started without a config file; nothing to re-read".into()]);
         };
-        let res = Config::load(path).map_err(|e| e.0.iter().map(|x| x.to_string()).collect()).and_then(|cfg| self.apply(cfg));
+        let res = Config::load(path).map_err(|e| e.errors.iter().map(|x| x.to_string()).collect()).and_then(|cfg| self.apply(cfg));
         self.finish(res)
     }
 
