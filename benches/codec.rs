@@ -122,21 +122,21 @@ fn linear_lookup(routes: &[Route], host: &[u8], path: &[u8], method: &str) -> Ro
             if !ok {
                 continue;
             }
-            path_matched = Some(i);
+            let segs = match pm {
+                PathMatch::Exact(p) | PathMatch::Prefix(p) => p.split('/').filter(|s| !s.is_empty()).count(),
+            };
+            path_matched = Some((i, segs));
             if !r.methods.is_empty() && !r.methods.iter().any(|m| m == method) {
                 continue;
             }
             if best.is_none_or(|(_, l, _)| len > l) {
-                let segs = match pm {
-                    PathMatch::Exact(p) | PathMatch::Prefix(p) => p.split('/').filter(|s| !s.is_empty()).count(),
-                };
                 best = Some((i, len, segs));
             }
         }
     }
     match (best, path_matched) {
         (Some((route, _, segments)), _) => RouteMatch::Found { route, segments },
-        (None, Some(route)) => RouteMatch::MethodNotAllowed { route },
+        (None, Some((route, segments))) => RouteMatch::MethodNotAllowed { route, segments },
         (None, None) => RouteMatch::NotFound,
     }
 }

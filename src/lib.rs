@@ -1,14 +1,16 @@
 //! ringgate: a thread-per-core HTTP/1.1 API gateway on monoio (io_uring, epoll fallback).
-//! `proxy` is the request path; `runtime` runs shards; `http` is the codec; `config` reads TOML.
+//! `proxy` is the request path; `runtime` runs shards; `http` is the codec; `config` reads TOML;
+//! `observe` is metrics, the access log and the admin listener. Modules are public only where
+//! the binary, benches, fuzz targets or integration tests use them.
 
 pub mod config;
 mod ctx;
-pub mod error;
+mod error;
 pub mod http;
-pub mod observe;
+mod observe;
 pub mod policy;
-pub mod proxy;
+mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod stub;
-pub mod upstream;
+mod upstream;

@@ -558,6 +558,7 @@ struct HeadFail {
 
 /// Reads the final response head (relaying 1xx to HTTP/1.1 clients) and writes the client head
 /// into `out`.
+#[allow(clippy::too_many_arguments)]
 async fn read_response_head(
     shard: &Shard,
     gen: &Generation,

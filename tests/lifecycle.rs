@@ -72,3 +72,18 @@ fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     // And nothing listens any more.
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_second_gateway_on_a_served_port_is_refused_with_the_address() {
+    // SO_REUSEPORT would let a second process share the port and split the traffic silently.
+    let up = Upstream::ok(b"ok");
+    let first = Gw::start(&config(&[up.addr], "", ""));
+    let taken = first.addr;
+    let text = config(&[up.addr], "", "").replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{taken}\"]"));
+    let err = match ringgate::runtime::Gateway::start(ringgate::config::Config::parse(&text).unwrap()) {
+        Ok(_) => panic!("a second gateway started on {taken}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&taken.to_string()) && err.contains("already in use"), "{err}");
+    assert_eq!(get(taken, "/").status, 200, "the first gateway still serves");
+}

@@ -188,7 +188,7 @@ fn rate_limit_headers_on_every_response_and_429_when_exhausted() {
     assert_eq!(r.status, 429);
     assert_eq!(r.error_code(), "rate_limited");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!(retry >= 1 && retry <= 1200, "Retry-After {retry}");
+    assert!((1..=1200).contains(&retry), "Retry-After {retry}");
     assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
     assert_eq!(up.requests().len(), 3);
 }
@@ -369,4 +369,96 @@ fn rate_limit_headers_also_go_on_gateway_errors() {
     let r = get(gw.addr, "/");
     assert_eq!(r.status, 502);
     assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("9"));
+}
+
+#[test]
+fn api_key_401_carries_www_authenticate() {
+    // RFC 9110 §15.5.2: a 401 MUST carry a challenge, whatever the provider.
+    let up = Upstream::ok(b"ok");
+    let gw = gateway(&up, "", &api_keys_table(), "auth = [\"partners\", \"by-query\"]");
+    let r = Client::connect(gw.addr).request(&req("/", ""));
+    assert_eq!(r.status, 401);
+    let challenges = r.headers("www-authenticate");
+    assert_eq!(challenges, vec!["ApiKey realm=\"partners\", header=\"X-Api-Key\"", "ApiKey realm=\"by-query\", query=\"api_key\""]);
+}
+
+#[test]
+fn preflight_without_origin_does_not_bypass_route_methods() {
+    // Only a real preflight (OPTIONS with Origin and Access-Control-Request-Method) is admitted
+    // past a route's methods; without Origin it is a plain OPTIONS, refused with 405.
+    let up = Upstream::ok(b"ok");
+    let route = "methods = [\"GET\"]\nstrip_prefix = true\n[routes.cors]\nallow_origins = [\"https://app.example.com\"]\n";
+    let gw = gateway(&up, "", "", route);
+    let r = Client::connect(gw.addr).request(b"OPTIONS /x HTTP/1.1\r\nHost: h\r\nAccess-Control-Request-Method: GET\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    let r = Client::connect(gw.addr)
+        .request(b"OPTIONS /x HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: GET\r\n\r\n");
+    assert_eq!(r.status, 204);
+    assert!(up.requests().is_empty(), "nothing reached the upstream");
+}
+
+#[test]
+fn oversized_forwarded_claims_are_refused_not_dropped() {
+    // A claim header that does not fit the forwarded-header buffer must not silently vanish (the
+    // upstream would see an anonymous request): the request is refused with 431.
+    let up = Upstream::ok(b"ok");
+    let gw = gateway(&up, "", &jwt_table(), "auth = [\"main\"]");
+    let scope = "s".repeat(1500);
+    let token = hs256(json!({"sub": "alice", "scope": scope, "iss": "https://issuer.test", "aud": "orders", "exp": now() + 600}));
+    let r = Client::connect(gw.addr).request(&req("/", &format!("Authorization: Bearer {token}\r\n")));
+    assert_eq!(r.status, 431);
+    assert_eq!(r.error_code(), "forwarded_headers_too_large");
+    assert!(up.requests().is_empty());
+}
+
+#[test]
+fn long_consumers_do_not_share_a_bucket() {
+    // Two JWT subjects that agree on their first 128 bytes are still two consumers.
+    let up = Upstream::ok(b"ok");
+    let top = format!("{}{}", jwt_table(), limit_table(1, "1h", "consumer"));
+    let gw = gateway(&up, "", &top, "auth = [\"main\"]\nrate_limits = [\"lim\"]");
+    let long = "u".repeat(200);
+    for tail in ["-one", "-two"] {
+        let token = hs256(json!({"sub": format!("{long}{tail}"), "iss": "https://issuer.test", "aud": "orders", "exp": now() + 600}));
+        let r = Client::connect(gw.addr).request(&req("/", &format!("Authorization: Bearer {token}\r\n")));
+        assert_eq!(r.status, 200, "{tail}: shares a bucket with the other subject");
+    }
+    let consumers: Vec<String> = up.requests().iter().filter_map(|r| r.header("x-consumer-id")).collect();
+    assert_eq!(consumers.len(), 2);
+    assert_ne!(consumers[0], consumers[1]);
+}
+
+#[test]
+fn api_key_consumers_longer_than_128_bytes_are_a_config_error() {
+    let top = format!(
+        "[[api_keys]]\nname = \"k\"\nkeys = [{{ consumer = \"{}\", sha256 = \"{}\" }}]\n",
+        "c".repeat(129),
+        sha256_hex("x")
+    );
+    let cfg = format!("{top}[[services]]\nname = \"s\"\nupstreams = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"s\"\nauth = [\"k\"]\n");
+    let err = ringgate::config::Config::parse(&cfg).unwrap_err().to_string();
+    assert!(err.contains("longer than 128 bytes"), "{err}");
+}
+
+#[test]
+fn json_bodies_beyond_the_read_buffer_are_validated_whole() {
+    // `json = true` alone is a valid route (max_json defaults to 64 KiB, four read buffers), and
+    // a body larger than the read buffer is buffered, checked and forwarded intact.
+    let up = Upstream::ok(b"ok");
+    let gw = gateway(&up, "", "", "[routes.validate]\njson = true");
+    let items: Vec<String> = (0..4000).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let body = format!("[{}]", items.join(","));
+    assert!(body.len() > 40_000);
+    let send = |b: &str| {
+        Client::connect(gw.addr).request(
+            format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).as_bytes(),
+        )
+    };
+    assert_eq!(send(&body).status, 200);
+    assert_eq!(up.requests()[0].body, body.as_bytes());
+    let broken = format!("{}x", &body[..body.len() - 1]);
+    let r = send(&broken);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_json"));
+    assert_eq!(up.requests().len(), 1);
 }

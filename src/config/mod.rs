@@ -486,12 +486,11 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         defined_auth: raw.jwt.iter().map(|j| named(&j.name)).chain(raw.api_keys.iter().map(|a| named(&a.name))).flatten().collect(),
         defined_limits: raw.rate_limits.iter().filter_map(|l| named(&l.name)).collect(),
     };
-    let buffer = read_buffer.max(max_head) as u64;
     let routes: Vec<Route> = raw
         .routes
         .iter()
         .enumerate()
-        .map(|(i, rr)| route(&mut c, i, rr, &services, max_body, &policy_names, buffer))
+        .map(|(i, rr)| route(&mut c, i, rr, &services, max_body, &policy_names))
         .collect();
     if raw.routes.is_empty() {
         c.err("routes", "no routes", "add at least one [[routes]] table naming a service");
@@ -596,7 +595,6 @@ fn route(
     services: &[Service],
     default_body: u64,
     names: &PolicyNames,
-    buffer: u64,
 ) -> Route {
     let p = format!("routes[{i}]");
     let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
@@ -680,13 +678,6 @@ fn route(
         format!("Allow: {}\r\n", methods.join(", "))
     };
     let policy = policy::route_policy(c, &p, &rr.auth, &rr.rate_limits, &rr.ip_allow, &rr.ip_deny, &rr.cors, &rr.validate, names);
-    if policy.validate.json && policy.validate.max_json > buffer {
-        c.err(
-            format!("{p}.validate.max_json"),
-            format!("{} bytes is more than a request buffer ({buffer} bytes)", policy.validate.max_json),
-            "lower max_json or raise server.read_buffer: JSON bodies are checked whole in one buffer",
-        );
-    }
     Route {
         name,
         paths,

@@ -59,7 +59,7 @@ fn fractional_size(s: &str, whole: &str, rest: &str) -> String {
     let scale = 10u128.pow(frac.len() as u32);
     let value = whole.parse::<u128>().unwrap_or(0) * scale + frac.parse::<u128>().unwrap_or(0);
     let bytes = value * u128::from(mult);
-    if bytes % scale != 0 {
+    if !bytes.is_multiple_of(scale) {
         return format!("{problem}, and this one is not a whole number of bytes either");
     }
     let bytes = bytes / scale;
@@ -67,7 +67,7 @@ fn fractional_size(s: &str, whole: &str, rest: &str) -> String {
     SIZE_UNITS
         .iter()
         .filter(|&&(_, m)| m <= mult && (m.is_power_of_two() == binary || m == 1))
-        .find(|&&(_, m)| bytes % u128::from(m) == 0)
+        .find(|&&(_, m)| bytes.is_multiple_of(u128::from(m)))
         .map(|&(name, m)| format!("{problem}: write \"{}{name}\"", bytes / u128::from(m)))
         .unwrap_or(problem)
 }
@@ -112,7 +112,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let scale = 10u128.pow(frac.len() as u32);
     let frac_nanos = frac.parse::<u128>().unwrap_or(0) * nanos_per_unit;
-    if frac_nanos % scale != 0 {
+    if !frac_nanos.is_multiple_of(scale) {
         return Err(format!("`{s}` is more precise than a nanosecond; round it or use a smaller unit"));
     }
     let nanos = whole

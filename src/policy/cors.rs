@@ -162,6 +162,12 @@ impl Cors {
     }
 }
 
+/// A CORS preflight (Fetch standard §3.2.2): `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`. The one definition the request path and the CORS stage share.
+pub fn is_preflight(method: &str, origin: Option<&[u8]>, request_method: Option<&[u8]>) -> bool {
+    method == "OPTIONS" && origin.is_some() && request_method.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,10 +237,4 @@ mod tests {
         assert_eq!(any.apply("GET", Some(b"https://x.y"), None, None, &mut out), CorsOutcome::Actual);
         assert_eq!(out.as_bytes(), b"Access-Control-Allow-Origin: *\r\n");
     }
-}
-
-/// A CORS preflight (Fetch standard §3.2.2): `OPTIONS` with `Origin` and
-/// `Access-Control-Request-Method`. The one definition the request path and the CORS stage share.
-pub fn is_preflight(method: &str, origin: Option<&[u8]>, request_method: Option<&[u8]>) -> bool {
-    method == "OPTIONS" && origin.is_some() && request_method.is_some()
 }

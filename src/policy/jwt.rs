@@ -127,8 +127,6 @@ pub struct Claims {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.message())]
 pub enum JwtError {
-    /// No token in the request (for the caller; `verify` never returns it).
-    Missing,
     TooLarge,
     Malformed,
     UnsupportedAlgorithm,
@@ -148,7 +146,6 @@ impl JwtError {
     /// General terms only: never echoes the token or a claim.
     pub fn message(&self) -> &'static str {
         match self {
-            JwtError::Missing => "missing bearer token",
             JwtError::TooLarge => "token too large",
             JwtError::Malformed => "malformed token",
             JwtError::UnsupportedAlgorithm => "token algorithm not accepted",

@@ -3,12 +3,12 @@
 //! authentication (`jwt`, `apikey`), rate limiting (`ratelimit`), IP rules (`ip`), CORS (`cors`),
 //! and the stages that run them in order (`stage`).
 
-pub mod apikey;
-pub mod cors;
-pub mod ip;
+pub(crate) mod apikey;
+pub(crate) mod cors;
+pub(crate) mod ip;
 pub mod jwt;
 pub mod ratelimit;
-pub mod stage;
+pub(crate) mod stage;
 
 /// Response or forwarded header lines built while planning a request, kept inline so a request
 /// needs no allocation for them. A line that does not fit is not added and marks the buffer

@@ -233,12 +233,6 @@ impl Limiter {
         EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 
-    /// The config this limiter was built from (a reload can keep the limiter, and its buckets,
-    /// when the new config is equal).
-    pub fn config(&self) -> &LimitConfig {
-        &self.cfg
-    }
-
     /// Checks and, if allowed, consumes one request for `key` at `now` ([`Limiter::now`]).
     /// Allocates only when it starts tracking a new key.
     pub fn check(&self, key: &[u8], now: u64) -> Decision {

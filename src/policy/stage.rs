@@ -29,8 +29,10 @@ use crate::observe::metrics::{AuthMetrics, LimitMetrics};
 /// A consumer name as the stages pass it on (config load keeps names within this bound).
 pub type Consumer = Inline<128>;
 
-/// What a stage decided.
+/// What a stage decided. Returned once per stage and matched at once; boxing the answer would
+/// cost an allocation per refused request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Flow {
     Continue,
     Respond(Local),

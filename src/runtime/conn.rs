@@ -90,7 +90,7 @@ mod tests {
         .unwrap();
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async move {
-            let global = Arc::new(Global::new(Published::new(1, Arc::new(cfg), None, Vec::new()), 1));
+            let global = Arc::new(Global::new(Published::new(1, Arc::new(cfg), None), 1, Vec::new()));
             let (tx, _rx) = std::sync::mpsc::sync_channel(1);
             let shard = Rc::new(Shard::new(0, global, AccessLog::new(tx)));
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

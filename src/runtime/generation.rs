@@ -7,9 +7,8 @@
 //! route, service, limit and provider name.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::policy::{AuthRef, RateLimitDef};
 use crate::config::Config;
@@ -28,14 +27,12 @@ pub struct Published {
     /// One per `[[rate_limits]]`, in config order: its definition and the buckets all shards share.
     pub limits: Vec<(Arc<RateLimitDef>, Arc<Limiter>)>,
     pub api_keys: Vec<Arc<ApiKeySet>>,
-    /// Listeners opened for addresses this config adds, one list per shard, taken by that shard.
-    pub new_listeners: Mutex<Vec<Vec<(SocketAddr, std::net::TcpListener)>>>,
 }
 
 impl Published {
     /// Shared state for `cfg`; a limit whose name and settings are unchanged from `prev` keeps
     /// its buckets (and so its exact counts).
-    pub fn new(id: u64, cfg: Arc<Config>, prev: Option<&Published>, new_listeners: Vec<Vec<(SocketAddr, std::net::TcpListener)>>) -> Published {
+    pub fn new(id: u64, cfg: Arc<Config>, prev: Option<&Published>) -> Published {
         let limits = cfg
             .rate_limits
             .iter()
@@ -47,7 +44,7 @@ impl Published {
             })
             .collect();
         let api_keys = cfg.api_keys.iter().map(|s| Arc::new(s.clone())).collect();
-        Published { id, cfg, limits, api_keys, new_listeners: Mutex::new(new_listeners) }
+        Published { id, cfg, limits, api_keys }
     }
 }
 

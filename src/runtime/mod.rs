@@ -3,10 +3,10 @@
 //! graceful shutdown.
 
 mod conn;
-pub mod drain;
-pub mod generation;
-pub mod reload;
-pub mod shard;
+mod drain;
+pub(crate) mod generation;
+pub(crate) mod reload;
+pub(crate) mod shard;
 
 use std::cell::RefCell;
 use std::io;
@@ -29,7 +29,7 @@ use crate::observe::log::{self, AccessLog, Sink};
 use drain::Drain;
 use generation::Published;
 use reload::Reloader;
-use shard::{Global, Shard};
+use shard::{Global, ListenerSet, Shard};
 
 /// The io driver actually in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +76,13 @@ impl Gateway {
             DriverChoice::Auto => Driver::Epoll,
         };
         let workers = cfg.server.workers;
-        // listeners[shard] = (configured address, socket) for each listen address.
-        let mut listeners: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+        // One socket per shard for each listen address; each shard takes its own.
+        let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for &want in &cfg.server.listen {
             let sockets = bind_all(want, workers, cfg.server.backlog).map_err(io::Error::other)?;
             addrs.push(sockets[0].local_addr()?);
-            for (shard, l) in listeners.iter_mut().zip(sockets) {
-                shard.push((want, l));
-            }
+            listeners.push(ListenerSet { addr: want, version: 1, slots: sockets.into_iter().map(Some).collect() });
         }
         let (sink, log_tx) = log::start_writer(&cfg.log.access, workers)
             .map_err(|e| io::Error::other(format!("cannot open the access log {:?}: {e}", cfg.log.access)))?;
@@ -96,13 +94,13 @@ impl Gateway {
         let cores = if cfg.server.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let entries = cfg.server.uring_entries;
         let backlog = cfg.server.backlog;
-        let global = Arc::new(Global::new(Published::new(1, Arc::new(cfg), None, Vec::new()), workers));
+        let global = Arc::new(Global::new(Published::new(1, Arc::new(cfg), None), workers, listeners));
         let reloader = Arc::new(Reloader::new(path, global.clone(), sink.clone(), backlog));
         if let Some(l) = admin {
             admin::serve(l, reloader.clone());
         }
         let mut threads = Vec::new();
-        for (id, ls) in listeners.into_iter().enumerate() {
+        for id in 0..workers {
             let global = global.clone();
             let log_tx = log_tx.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -120,12 +118,12 @@ impl Gateway {
                                 .enable_timer()
                                 .build()
                         };
-                        build(true).or_else(|_| build(false)).map(|mut rt| rt.block_on(run_shard(shard, ls)))
+                        build(true).or_else(|_| build(false)).map(|mut rt| rt.block_on(run_shard(shard)))
                     }
                     Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
-                        .map(|mut rt| rt.block_on(run_shard(shard, ls))),
+                        .map(|mut rt| rt.block_on(run_shard(shard))),
                 };
                 if let Err(e) = result {
                     tracing::error!(shard = id, error = %e, "could not start the shard runtime");
@@ -257,12 +255,13 @@ fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// The shard's open listeners: configured address and the signal that closes it.
-type Listeners = Rc<RefCell<Vec<(SocketAddr, Rc<Drain>)>>>;
+/// The shard's open listeners: configured address, registry version, and the signal that closes
+/// it.
+type Listeners = Rc<RefCell<Vec<(SocketAddr, u64, Rc<Drain>)>>>;
 
-async fn run_shard(shard: Rc<Shard>, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
+async fn run_shard(shard: Rc<Shard>) {
     let open: Listeners = Rc::default();
-    listen(&shard, &open, listeners);
+    reconcile_listeners(&shard, &open);
     shard.global.serving.fetch_add(1, Ordering::Relaxed);
     monoio::spawn(housekeeping(shard.clone(), open.clone()));
     shard.drain.wait().await;
@@ -278,16 +277,32 @@ async fn run_shard(shard: Rc<Shard>, listeners: Vec<(SocketAddr, std::net::TcpLi
     shard.log.flush(&shard.metrics);
 }
 
-/// Starts an accept loop for each listener.
-fn listen(shard: &Rc<Shard>, open: &Listeners, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
-    for (addr, l) in listeners {
+/// Makes the shard's listeners match its generation: closes those the config no longer lists (or
+/// that a reload replaced), and takes this shard's socket of each listed address it lacks. Keyed
+/// by address and version in the registry, so a shard that skipped a generation still ends up
+/// with exactly the listeners of the one it runs.
+fn reconcile_listeners(shard: &Rc<Shard>, open: &Listeners) {
+    let gen = shard.generation();
+    let mut reg = shard.global.listeners.lock().unwrap_or_else(|e| e.into_inner());
+    open.borrow_mut().retain(|(addr, version, stop)| {
+        let current = gen.cfg.server.listen.contains(addr) && reg.iter().any(|s| s.addr == *addr && s.version == *version);
+        if !current {
+            stop.start(Instant::now());
+        }
+        current
+    });
+    for set in reg.iter_mut().filter(|s| gen.cfg.server.listen.contains(&s.addr)) {
+        if open.borrow().iter().any(|(a, v, _)| *a == set.addr && *v == set.version) {
+            continue;
+        }
+        let Some(l) = set.slots.get_mut(shard.id).and_then(Option::take) else { continue };
         match TcpListener::from_std(l) {
             Ok(l) => {
                 let stop = Rc::new(Drain::default());
-                open.borrow_mut().push((addr, stop.clone()));
+                open.borrow_mut().push((set.addr, set.version, stop.clone()));
                 monoio::spawn(accept_loop(shard.clone(), l, stop));
             }
-            Err(e) => tracing::error!(shard = shard.id, %addr, error = %e, "cannot use listener"),
+            Err(e) => tracing::error!(shard = shard.id, addr = %set.addr, error = %e, "cannot use listener"),
         }
     }
 }
@@ -303,19 +318,8 @@ async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
         if shard.global.stop.load(Ordering::Relaxed) && !shard.drain.is_draining() {
             shard.drain.start(Instant::now() + gen.cfg.timeouts.drain_grace);
         }
-        if let Some(next) = shard.tick() {
-            if !shard.drain.is_draining() {
-                let p = shard.global.published();
-                let mine = p.new_listeners.lock().map(|mut all| all.get_mut(shard.id).map(std::mem::take)).unwrap_or_default();
-                listen(&shard, &open, mine.unwrap_or_default());
-            }
-            open.borrow_mut().retain(|(addr, stop)| {
-                let keep = next.cfg.server.listen.contains(addr);
-                if !keep {
-                    stop.start(Instant::now());
-                }
-                keep
-            });
+        if shard.tick().is_some() && !shard.drain.is_draining() {
+            reconcile_listeners(&shard, &open);
         }
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(5) || shard.drain.is_draining() {

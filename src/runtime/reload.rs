@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::generation::Published;
-use super::shard::Global;
+use super::shard::{Global, ListenerSet};
 use crate::config::Config;
 use crate::observe::log::Sink;
 
@@ -89,19 +89,25 @@ impl Reloader {
         if !problems.is_empty() {
             return Err(problems);
         }
-        // Listeners the new config adds, one socket per shard; removed ones are closed by the
-        // shards when they switch.
+        // Listeners the new config adds: one socket per shard, each taken by its shard when it
+        // switches. Removed ones leave the registry here (untaken sockets close) and are closed
+        // by the shards when they switch.
         let added: Vec<SocketAddr> = cfg.server.listen.iter().filter(|a| !old.cfg.server.listen.contains(a)).copied().collect();
-        let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..self.global.shards).map(|_| Vec::new()).collect();
+        let mut opened = Vec::new();
         for &want in &added {
             let sockets = super::bind_all(want, self.global.shards, self.backlog).map_err(|e| vec![e])?;
-            for (shard, l) in per_shard.iter_mut().zip(sockets) {
-                shard.push((want, l));
+            opened.push((want, sockets));
+        }
+        let id = old.id + 1;
+        {
+            let mut reg = self.global.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            reg.retain(|set| cfg.server.listen.contains(&set.addr));
+            for (addr, sockets) in opened {
+                reg.push(ListenerSet { addr, version: id, slots: sockets.into_iter().map(Some).collect() });
             }
         }
         self.sink.set_target(&cfg.log.access);
-        let id = old.id + 1;
-        self.global.publish(Published::new(id, Arc::new(cfg), Some(&old), per_shard));
+        self.global.publish(Published::new(id, Arc::new(cfg), Some(&old)));
         Ok(id)
     }
 }

@@ -3,7 +3,7 @@
 //! counters, the stop flag, the published config, and metric snapshots handed to the admin thread.
 
 use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,10 +30,21 @@ pub struct Global {
     /// The config shards should run; they pick up a new one on their next tick.
     published: Mutex<Arc<Published>>,
     published_id: AtomicU64,
+    /// Listening sockets by configured address, one per shard, each taken by its shard.
+    pub listeners: Mutex<Vec<ListenerSet>>,
     /// Shards serving (started and not draining).
     pub serving: AtomicUsize,
     pub shards: usize,
     snapshots: Snapshots,
+}
+
+/// The sockets of one configured listen address. A shard takes its own slot when its generation
+/// lists the address and it has no listener there of this `version` (a reload that removes an
+/// address and adds it back makes a new version).
+pub struct ListenerSet {
+    pub addr: SocketAddr,
+    pub version: u64,
+    pub slots: Vec<Option<std::net::TcpListener>>,
 }
 
 /// Metric snapshots requested by the admin thread and answered by each shard on its tick.
@@ -44,8 +55,9 @@ struct Snapshots {
 }
 
 impl Global {
-    pub fn new(first: Published, shards: usize) -> Global {
+    pub fn new(first: Published, shards: usize, listeners: Vec<ListenerSet>) -> Global {
         Global {
+            listeners: Mutex::new(listeners),
             conns: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             per_ip: dashmap::DashMap::new(),

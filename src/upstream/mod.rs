@@ -222,3 +222,33 @@ fn quiet(stream: &TcpStream) -> bool {
     };
     n < 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_endpoints() -> Config {
+        Config::parse("[[services]]\nname = \"s\"\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"s\"\n")
+            .unwrap()
+    }
+
+    #[test]
+    fn round_robin_starts_at_each_shards_own_endpoint() {
+        // Two shards' first requests go to two endpoints, not both to the first.
+        let cfg = two_endpoints();
+        let firsts: Vec<usize> = (0..2).map(|shard| Upstreams::new(&cfg, shard, &ShardMetrics::default()).attempts(0).next_endpoint()).collect();
+        assert_eq!(firsts, vec![0, 1]);
+    }
+
+    #[test]
+    fn attempts_walk_every_endpoint_once_from_their_start() {
+        let cfg = two_endpoints();
+        let ups = Upstreams::new(&cfg, 0, &ShardMetrics::default());
+        let _ = ups.attempts(0);
+        // Another request moved the counter; this one still walks 1, 0 and then wraps.
+        let mut a = ups.attempts(0);
+        let walk: Vec<usize> = (0..3).map(|_| a.next_endpoint()).collect();
+        assert_eq!(walk, vec![1, 0, 1]);
+        assert_eq!(a.untried(), 0);
+    }
+}
