@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ringgate demo: builds the gateway, starts stand-in `users` (two instances), `orders` and
-# `products` services and the gateway on config/gateway.toml, and shows requests being routed.
+# `products` services and the gateway on (a copy of) config/gateway.toml, shows requests being
+# routed, the admin listener's metrics, and a hot reload that adds a route.
 #   scripts/demo.sh          run the showcase, then stop everything
 #   scripts/demo.sh --keep   leave the gateway and services running until Ctrl-C
 set -euo pipefail
@@ -18,11 +19,12 @@ cargo build --release --quiet
 bin=target/release/ringgate
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+work=$(mktemp -d)
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 8080 3001 3011 3002 3003; do
+for port in 8080 9901 3001 3011 3002 3003; do
   port_free "$port" || { echo "demo: port $port is in use (config/gateway.toml and the demo need it)" >&2; exit 1; }
 done
 
@@ -37,7 +39,10 @@ start_stub 3011 users-b
 start_stub 3002 orders
 start_stub 3003 products
 
-"$bin" serve --config config/gateway.toml &
+# The gateway serves a copy, so the reload below can change it without touching the repository.
+cfg="$work/gateway.toml"
+cp config/gateway.toml "$cfg"
+"$bin" serve --config "$cfg" &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -80,6 +85,30 @@ echo "== a malformed request (Content-Length and Transfer-Encoding): 400, connec
 printf 'POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' \
   | timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080; cat >&3; cat <&3' | tr -d '\r'
 echo
+
+echo "== metrics on the admin listener (127.0.0.1:9901, never the public port)"
+echo "\$ curl -s http://127.0.0.1:9901/metrics | grep -E '^ringgate_(requests_total|config_generation)'"
+curl -s http://127.0.0.1:9901/metrics | grep -E '^ringgate_(requests_total|config_generation)' | head -12
+echo
+echo "== hot reload: add a route to the config file, then POST /reload (SIGHUP does the same)"
+cat >> "$cfg" <<'TOML'
+
+[[routes]]
+name = "catalog"
+paths = ["/api/catalog"]
+service = "products"
+strip_prefix = true
+TOML
+echo "\$ curl -s -X POST http://127.0.0.1:9901/reload"
+curl -s -X POST http://127.0.0.1:9901/reload
+sleep 0.2   # every shard switches on its next tick (50 ms); requests in flight finish on the old config
+show "the new route answers, on the same running gateway" http://127.0.0.1:8080/api/catalog/1
+echo "== a broken config is refused; the running one keeps serving"
+echo 'oops = true' >> "$cfg"
+echo "\$ curl -s -X POST http://127.0.0.1:9901/reload"
+curl -s -X POST http://127.0.0.1:9901/reload
+echo
+curl -s -o /dev/null -w 'GET /api/catalog/1 -> %{http_code}\n' http://127.0.0.1:8080/api/catalog/1
 
 if $keep; then
   echo

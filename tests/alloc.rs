@@ -141,6 +141,22 @@ fn proxied_keep_alive_requests_allocate_at_most_once() {
     let guarded = allocations_per_request(&top, "auth = [\"main\"]\nrate_limits = [\"lim\"]", request.as_bytes());
     println!("heap allocations per proxied keep-alive request (JWT + rate limit): {guarded:.3}");
     assert!(guarded < 1.1, "{guarded} allocations per request");
+
+    // Observability on: metrics are always recorded; add the access log (to a file) and the
+    // admin listener. A log buffer is handed to the writer every 32 KiB, one allocation per
+    // ~150 lines.
+    let log = std::env::temp_dir().join(format!("ringgate-alloc-{}.log", std::process::id()));
+    let top = format!("[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"{}\"\n", log.display());
+    let observed = allocations_per_request(
+        &top,
+        "",
+        b"GET /api/items/42?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: application/json\r\n\r\n",
+    );
+    let lines = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+    let _ = std::fs::remove_file(&log);
+    println!("heap allocations per proxied keep-alive request (metrics + access log): {observed:.3}; {lines} lines logged");
+    assert!(observed < 1.1, "{observed} allocations per request");
+    assert!(lines >= 20_000, "only {lines} access-log lines");
 }
 
 /// Completes an unsigned `header.payload.` token with its HS256 signature.
