@@ -12,6 +12,9 @@
   socket so that each request is known to be written or not, and the way a
   connection ends (refused, closed or reset before the response, timed out)
   is told apart exactly. http.client would hide part of that.
+- OtherLoad: samples /proc while a measurement runs and tells how much CPU
+  processes *not* started by this script used meanwhile (e.g. a build), so
+  runs disturbed by other load can be recognised and discarded.
 
 All traffic goes to 127.0.0.1 only.
 """
@@ -177,12 +180,13 @@ def check_bin(path):
     return os.path.abspath(path)
 
 
-def start_stub(procs, binary, name, body_size=256, delay_ms=0, timeout=10.0):
-    """Start `BIN stub` on a port it picks itself; return (proc, port)."""
+def start_stub(procs, binary, name, body_size=256, delay_ms=0, timeout=10.0, prefix=()):
+    """Start `BIN stub` on a port it picks itself; return (proc, port).
+    `prefix` goes in front of the command (e.g. ["taskset", "-c", "1"])."""
     argv = [binary, "stub", "--listen", f"{HOST}:0", "--name", name, "--body-size", str(body_size)]
     if delay_ms:
         argv += ["--delay-ms", str(delay_ms)]
-    proc = procs.start("stub-" + name, argv)
+    proc = procs.start("stub-" + name, [*prefix, *argv])
     deadline = time.monotonic() + timeout
     pattern = re.compile(r"listening on [0-9.]+:(\d+)")
     while time.monotonic() < deadline:
@@ -196,10 +200,11 @@ def start_stub(procs, binary, name, body_size=256, delay_ms=0, timeout=10.0):
     die(f"stub {name} printed no port within {timeout:.0f} s:\n{procs.log_tail(proc)}")
 
 
-def gateway_config(port, upstream_ports, drain=None):
+def gateway_config(port, upstream_ports, drain=None, extra=""):
     """The gateway's TOML: one shard, one service "svc" with the given
     endpoints (round robin) routed at /api; any other path gets the gateway's
-    own 404. `drain` sets [timeouts] drain (e.g. "5s")."""
+    own 404. `drain` sets [timeouts] drain (e.g. "5s"); `extra` is appended
+    (further tables such as [admin] or [log])."""
     upstreams = ", ".join(f'"{HOST}:{p}"' for p in upstream_ports)
     timeouts = f'\n[timeouts]\ndrain = "{drain}"\n' if drain else ""
     return f"""[server]
@@ -215,22 +220,24 @@ upstreams = [{upstreams}]
 name = "all"
 paths = ["/api"]
 service = "svc"
-"""
+""" + (f"\n{extra}" if extra else "")
 
 
-def start_gateway(procs, binary, upstream_ports, drain=None, attempts=3, timeout=10.0):
+def start_gateway(procs, binary, upstream_ports, drain=None, attempts=3, timeout=10.0, extra="", prefix=()):
     """Write a config, validate it with `BIN check`, start `BIN serve` and
     wait until it answers HTTP; return (proc, port, config_path). A port taken
-    by someone else between picking and binding is retried on a new one."""
+    by someone else between picking and binding is retried on a new one.
+    `extra` is TOML appended to the config, or a function of the port that
+    returns it (called per attempt); `prefix` goes in front of the command."""
     for attempt in range(1, attempts + 1):
         port = free_port()
         config = os.path.join(procs.workdir, f"gateway-{port}.toml")
         with open(config, "w") as f:
-            f.write(gateway_config(port, upstream_ports, drain))
+            f.write(gateway_config(port, upstream_ports, drain, extra(port) if callable(extra) else extra))
         check = subprocess.run([binary, "check", "--config", config], capture_output=True, text=True)
         if check.returncode != 0:
             die(f"`{binary} check` rejected {config}:\n{check.stdout}{check.stderr}")
-        proc = procs.start(f"gateway-{port}", [binary, "serve", "--config", config])
+        proc = procs.start(f"gateway-{port}", [*prefix, binary, "serve", "--config", config])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             conn = HttpConn(port, timeout=1.0)
@@ -249,6 +256,111 @@ def start_gateway(procs, binary, upstream_ports, drain=None, attempts=3, timeout
         if "in use" in tail and attempt < attempts:
             continue  # lost the race for the port: try another
         die(f"gateway did not answer on {HOST}:{port} within {timeout:.0f} s:\n{tail}")
+
+
+# ----------------------------------------------------------- other load ----
+
+
+class OtherLoad:
+    """CPU used by processes that are not this script or its descendants.
+
+    A thread reads /proc/*/stat every `interval` seconds and keeps, for every
+    process it has seen (dead ones too), its last user + system time, and
+    whether it descends from this script (then it is "ours") or is a kernel
+    thread (kept apart: ksoftirqd and kworkers mostly do our own network
+    work). `snapshot()` returns that state; `other(a, b)` the CPU seconds other
+    user-space processes used between two snapshots and the top ones by name.
+    A process that starts and ends between two samples is missed; builds and
+    the like run long enough to be seen. Linux only; elsewhere it reports
+    nothing (available is False).
+    """
+
+    PF_KTHREAD = 0x00200000
+
+    def __init__(self, interval=0.2):
+        import threading
+        self.interval = interval
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.root = os.getpid()
+        self.available = os.path.isdir("/proc/self")
+        self.seen = {}  # (pid, starttime) -> [comm, ticks, kind]; kind: ours, kthread, other
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        if self.available:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return False
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self):
+        procs = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read().decode("latin-1")
+            except OSError:
+                continue  # gone meanwhile
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+            procs[int(name)] = (comm, int(fields[1]), int(fields[6]), int(fields[11]) + int(fields[12]),
+                                int(fields[19]))  # comm, ppid, flags, utime + stime, starttime
+        def ours(pid, depth=0):
+            while pid in procs and depth < 64:
+                if pid == self.root:
+                    return True
+                pid, depth = procs[pid][1], depth + 1
+            return False
+        with self.lock:
+            for pid, (comm, ppid, flags, ticks, start) in procs.items():
+                key = (pid, start)
+                entry = self.seen.get(key)
+                if entry is None:
+                    kind = "kthread" if flags & self.PF_KTHREAD else ("ours" if ours(pid) else "other")
+                    self.seen[key] = [comm, ticks, kind]
+                else:
+                    entry[0], entry[1] = comm, ticks
+                    if entry[2] == "other" and ours(pid):
+                        entry[2] = "ours"
+
+    def snapshot(self):
+        """The state now (after a fresh sample)."""
+        if not self.available:
+            return {}
+        self._sample()
+        with self.lock:
+            return {k: tuple(v) for k, v in self.seen.items()}
+
+    def other(self, a, b, kind="other", top=3):
+        """(CPU seconds, [(comm, seconds), ...] largest first) used by processes
+        of `kind` between snapshots a and b. A process first seen after a is
+        counted from its start, unless it was ours then: it may have become
+        ours only later (it is counted as other while it was not)."""
+        by_comm = {}
+        for key, (comm, ticks, k) in b.items():
+            if k != kind:
+                continue
+            before = a.get(key)
+            if before is not None and before[2] != kind:
+                continue
+            used = ticks - (before[1] if before else 0)
+            if used > 0:
+                by_comm[comm] = by_comm.get(comm, 0) + used / self.tick
+        total = sum(by_comm.values())
+        return total, sorted(by_comm.items(), key=lambda kv: -kv[1])[:top]
 
 
 # ----------------------------------------------------------------- HTTP ----

@@ -87,6 +87,7 @@ done
 SCENARIO_NOTES=()
 SCENARIO_WRK_LUA=""
 SCENARIO_WRK_ARGS=()
+SCENARIO_NGINX_ACCESS_LOG="access_log off;"  # http-level nginx directives for its access log
 # shellcheck source=scenarios/plain.sh
 source "$HERE/scenarios/$SCENARIO.sh"
 
@@ -371,7 +372,7 @@ if ((WITH_NGINX)); then
         PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_PORT="$STUB_PORT" \
         USER_DIRECTIVE="$user_directive" CPU_AFFINITY="$NGINX_AFFINITY" \
         WORKER_CONNECTIONS="$worker_conns" RLIMIT_NOFILE="$(ulimit -n)" \
-        LOCATIONS="$(scenario_nginx_locations)" \
+        LOCATIONS="$(scenario_nginx_locations)" ACCESS_LOG="$SCENARIO_NGINX_ACCESS_LOG" \
         >"$prefix/nginx.conf"
     "$NGINX" -t -q -e "$prefix/error.log" -p "$prefix" -c "$prefix/nginx.conf" ||
         die "nginx rejected $prefix/nginx.conf"

@@ -12,14 +12,14 @@
 
 use std::time::{Duration, Instant};
 
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::MAX_HEADERS_CAP;
 use crate::ctx::Ctx;
 use crate::error::{ProxyError, Side};
 use crate::http::body::{ChunkError, ChunkedDecoder};
-use crate::http::io::{write_range, ReadBuf};
+use crate::http::io::{write_range, ClientStream, ReadBuf};
 use crate::http::parse::{self, Framing, Version};
 use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
 use crate::policy::cors;
@@ -28,11 +28,11 @@ use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
 use crate::runtime::generation::Generation;
 use crate::runtime::shard::Shard;
-use crate::upstream::{Attempts, UpConn};
+use crate::upstream::{self, BodySource, Head};
 
-/// One client connection's state between requests.
-pub struct Client {
-    pub stream: TcpStream,
+/// One client connection's state between requests, over any `ClientStream` (plain TCP today).
+pub struct Client<S: ClientStream = TcpStream> {
+    pub stream: S,
     /// Peer IP as text, for X-Forwarded-For.
     pub ip: Inline<46>,
     pub peer: std::net::IpAddr,
@@ -150,7 +150,7 @@ impl Failure {
 /// Serves one request whose first bytes are in `client.rbuf`. `deadline` bounds the head read.
 /// The request runs on the shard's current generation to its end, whatever a reload does
 /// meanwhile, and is recorded (metrics, access log) in one place when it ends.
-pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant) -> Next {
+pub async fn serve_request<S: ClientStream>(shard: &Shard, client: &mut Client<S>, deadline: Instant) -> Next {
     let gen = shard.generation();
     let mut ctx = Ctx::new(client.peer);
     let (consumed, sent) = (client.rbuf.consumed, client.sent);
@@ -176,11 +176,11 @@ pub async fn serve_request(shard: &Shard, client: &mut Client, deadline: Instant
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn request(
+async fn request<S: ClientStream>(
     shard: &Shard,
     gen: &Generation,
     ctx: &mut Ctx,
-    client: &mut Client,
+    client: &mut Client<S>,
     out: &mut Vec<u8>,
     deadline: Instant,
     intake: &mut Intake,
@@ -235,68 +235,52 @@ async fn request(
     body.take_prefix(&mut client.rbuf, out, plan.max_body).map_err(|e| Failure::new(e, Some(&plan)))?;
     let replayable = body.is_done();
 
-    // 5. Upstream. A connect failure (refused, reset, timed out) moves on to the next endpoint
-    //    until each has been tried once. A request whose connection closed or reset before any
-    //    response byte is sent once more when that is safe (its body is all in hand, and it is
-    //    idempotent (RFC 9110 §9.2.2) or was never written): to an endpoint not yet tried where
-    //    one exists (the endpoint may have died with the request in flight), else, after a
-    //    pooled connection went stale, to the same endpoint on a new connection. No attempt
-    //    starts after the service's connect + response timeout.
+    // 5. Upstream: `upstream::call` picks endpoints, connects or reuses, sends, retries where
+    //    safe and reports every attempt; it never writes to the client. 1xx heads come back here
+    //    to be relayed.
     let ups = &gen.upstreams;
-    let mut attempts = ups.attempts(plan.service);
-    let give_up = Instant::now() + ups.retry_window(plan.service);
     ctx.service = Some(plan.service);
-    let mut resend = replayable;
-    let mut new_only = false;
-    let (mut up, mut ubuf, resp) = loop {
-        if attempts.made() > 0 {
-            let m = &ups.metrics(plan.service).retries;
-            m.set(m.get() + 1);
-        }
-        let mut up = connect(gen, ctx, &mut attempts, give_up, new_only).await.map_err(|e| Failure::new(e, Some(&plan)))?;
-        ctx.upstream = Some(ups.addr(up.service, up.endpoint));
-        ctx.upstream_started = Some(Instant::now());
-        let may_resend = |up: &UpConn, attempts: &Attempts| {
-            Instant::now() < give_up && (attempts.untried() > 0 || up.reused)
+    let planner = |b: &mut ReadBuf, o: &mut Vec<u8>| plan_response(shard, gen, &plan, keep_alive, b, o);
+    let called = {
+        let mut source = ClientBody { body, client: &mut *client, timeout: body_timeout, max_body: plan.max_body };
+        let req = upstream::Request {
+            service: plan.service,
+            first: &mut *out,
+            replayable,
+            idempotent: plan.idempotent,
+            write_timeout: body_timeout,
         };
-        match timed_write(&mut up.stream, out, 0, out.len(), body_timeout).await {
-            Ok(()) => {}
-            // A write that failed (not one that timed out: its buffer went with the cancelled
-            // write) on a connection the upstream had closed.
-            Err(WriteFail::Io) if resend && (up.reused || plan.idempotent) && may_resend(&up, &attempts) => {
-                resend = false;
-                new_only = attempts.untried() == 0;
-                continue;
-            }
-            Err(_) => return Err(Failure::new(ProxyError::UpstreamClosed, Some(&plan))),
-        }
-        if !body.is_done() {
-            body.relay(client, &mut up.stream, body_timeout, plan.max_body).await.map_err(|e| {
-                let mut f = Failure::new(e, Some(&plan));
-                f.silent = e == ProxyError::ClientGone;
-                f
-            })?;
-        }
-        // The body has been forwarded whole: the client's wish decides (`settle` agrees).
-        let keep = keep_alive && body.is_done();
-        let mut ubuf = ReadBuf::new(shard.bufs.get());
-        match read_response_head(shard, gen, client, &plan, keep, &mut up, &mut ubuf, out).await {
-            Ok(resp) => break (up, ubuf, resp),
-            Err(HeadFail { err, nothing_received }) => {
-                shard.bufs.put(std::mem::take(&mut ubuf.data));
-                if nothing_received && resend && plan.idempotent && may_resend(&up, &attempts) {
-                    resend = false;
-                    new_only = attempts.untried() == 0;
-                    continue;
+        upstream::call(ups, &shard.bufs, req, &mut source, planner).await
+    };
+    let (mut ex, mut head) = called.map_err(|e| {
+        ctx.upstream = e.addr;
+        ctx.os_error = e.os_error;
+        let mut f = Failure::new(e.err, Some(&plan));
+        f.silent = e.from_body && e.err == ProxyError::ClientGone;
+        f
+    })?;
+    ctx.upstream = Some(ex.addr);
+    ctx.upstream_started = Some(ex.sent_at);
+    let resp = loop {
+        match head {
+            Head::Final(r) => break r,
+            Head::Informational => {
+                if !out.is_empty() && client_write(client, out, body_timeout).await.is_err() {
+                    shard.bufs.put(std::mem::take(&mut ex.buf.data));
+                    return Err(Failure::silent());
                 }
-                if err == ProxyError::UpstreamTimeout {
-                    let m = &ups.metrics(plan.service).response_timeouts;
-                    m.set(m.get() + 1);
-                }
-                return Err(Failure::new(err, Some(&plan)));
+                head = match ex.next_head(out, planner).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        shard.bufs.put(std::mem::take(&mut ex.buf.data));
+                        return Err(Failure::new(e, Some(&plan)));
+                    }
+                };
             }
         }
     };
+    ups.report(plan.service, ex.conn.endpoint, upstream::Outcome::Responded(resp.status));
+    let (mut up, mut ubuf) = (ex.conn, ex.buf);
 
     // 6. Response head, plus whatever of the body fits, to the client in one write.
     ctx.status = resp.status;
@@ -358,7 +342,7 @@ struct Reply {
 }
 
 /// Sends a gateway-made bodiless answer.
-async fn reply(shard: &Shard, ctx: &mut Ctx, client: &mut Client, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
+async fn reply<S: ClientStream>(shard: &Shard, ctx: &mut Ctx, client: &mut Client<S>, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
     let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
     out.clear();
     write::reply_head(out, r.status, r.headers.as_bytes(), r.request_id.as_bytes(), keep);
@@ -374,7 +358,7 @@ async fn reply(shard: &Shard, ctx: &mut Ctx, client: &mut Client, out: &mut Vec<
 /// discarded by `Intake::settle`); a larger one is appended to `out` behind the forwarded head
 /// (growing it: the only allocation, for bodies beyond the read buffer), consumed as it
 /// arrives, and the request body is then complete. Returns where the body is: true for `out`.
-async fn buffer_body(gen: &Generation, client: &mut Client, body: &mut RequestBody, n: u64, plan: &Plan, out: &mut Vec<u8>) -> Result<bool, Failure> {
+async fn buffer_body<S: ClientStream>(gen: &Generation, client: &mut Client<S>, body: &mut RequestBody, n: u64, plan: &Plan, out: &mut Vec<u8>) -> Result<bool, Failure> {
     let dur = gen.cfg.timeouts.body;
     let n = usize::try_from(n).map_err(|_| Failure::new(ProxyError::BodyTooLarge, Some(plan)))?;
     if n <= client.rbuf.data.capacity() {
@@ -412,7 +396,7 @@ async fn buffer_body(gen: &Generation, client: &mut Client, body: &mut RequestBo
 /// Parses the head in `client.rbuf` and, when complete, routes it, runs the route's head stages
 /// and writes the forwarded head into `out`. Synchronous, so nothing borrowed from the buffer
 /// lives across an await.
-fn plan_request(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client, out: &mut Vec<u8>) -> Planned {
+fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client<S>, out: &mut Vec<u8>) -> Planned {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = client.rbuf.pending();
     let req = match parse::parse_request(buf, &mut headers, &gen.head_limits) {
@@ -516,31 +500,6 @@ fn plan_request(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client,
     Planned::Head(head, Outcome::Forward(plan))
 }
 
-/// A connection for the request's next attempt: pooled if the endpoint has one (unless
-/// `new_only`), else new. A failed connect moves on to the next endpoint while one is untried and
-/// time remains.
-async fn connect(gen: &Generation, ctx: &mut Ctx, attempts: &mut Attempts, give_up: Instant, new_only: bool) -> Result<UpConn, ProxyError> {
-    let ups = &gen.upstreams;
-    loop {
-        let ep = attempts.next_endpoint();
-        if !new_only {
-            if let Some(c) = ups.checkout(attempts.service(), ep) {
-                return Ok(c);
-            }
-        }
-        match ups.connect(attempts.service(), ep).await {
-            Ok(c) => return Ok(c),
-            Err((e, os)) => {
-                ctx.upstream = Some(ups.addr(attempts.service(), ep));
-                ctx.os_error = os;
-                if attempts.untried() == 0 || Instant::now() >= give_up {
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
 /// How the client side of the response was decided.
 struct ResponsePlan {
     status: u16,
@@ -550,60 +509,21 @@ struct ResponsePlan {
     client_keep_alive: bool,
 }
 
-struct HeadFail {
-    err: ProxyError,
-    /// No byte of a response arrived: the request may be retried when safe.
-    nothing_received: bool,
-}
-
-/// Reads the final response head (relaying 1xx to HTTP/1.1 clients) and writes the client head
-/// into `out`.
-#[allow(clippy::too_many_arguments)]
-async fn read_response_head(
+/// The planner `upstream::call` runs on each read: once a response head is complete, writes the
+/// client's head into `out` (or, for a 1xx to relay, that head) and consumes the upstream's.
+fn plan_response(
     shard: &Shard,
     gen: &Generation,
-    client: &mut Client,
     plan: &Plan,
     keep_alive: bool,
-    up: &mut UpConn,
     ubuf: &mut ReadBuf,
     out: &mut Vec<u8>,
-) -> Result<ResponsePlan, HeadFail> {
-    let deadline = Instant::now() + gen.upstreams.response_timeout(up.service);
-    let mut received = false;
-    loop {
-        match plan_response(shard, gen, plan, keep_alive, ubuf, out) {
-            Ok(RespPlanned::Final(p)) => return Ok(p),
-            Ok(RespPlanned::Informational) => {
-                if !out.is_empty() && client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
-                    return Err(HeadFail { err: ProxyError::ClientGone, nothing_received: false });
-                }
-                continue;
-            }
-            Ok(RespPlanned::NeedMore) => {}
-            Err(e) => return Err(HeadFail { err: e, nothing_received: false }),
-        }
-        match monoio::time::timeout_at(deadline.into(), ubuf.fill(&mut up.stream)).await {
-            Ok(Ok(n)) if n > 0 => received = true,
-            Ok(_) => return Err(HeadFail { err: ProxyError::UpstreamClosed, nothing_received: !received }),
-            Err(_) => return Err(HeadFail { err: ProxyError::UpstreamTimeout, nothing_received: false }),
-        }
-    }
-}
-
-enum RespPlanned {
-    NeedMore,
-    /// A 1xx head was consumed; `out` holds it for the client (or is empty if not relayed).
-    Informational,
-    Final(ResponsePlan),
-}
-
-fn plan_response(shard: &Shard, gen: &Generation, plan: &Plan, keep_alive: bool, ubuf: &mut ReadBuf, out: &mut Vec<u8>) -> Result<RespPlanned, ProxyError> {
+) -> Result<Option<Head<ResponsePlan>>, ProxyError> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = ubuf.pending();
     let res = match parse::parse_response(buf, &mut headers, plan.head_request, gen.head_limits.max_head) {
         Ok(Some(r)) => r,
-        Ok(None) => return Ok(RespPlanned::NeedMore),
+        Ok(None) => return Ok(None),
         Err(bad) => return Err(ProxyError::BadResponse(bad.0)),
     };
     if res.code == 101 {
@@ -617,7 +537,7 @@ fn plan_response(shard: &Shard, gen: &Generation, plan: &Plan, keep_alive: bool,
         }
         let n = res.head_len;
         ubuf.consume(n);
-        return Ok(RespPlanned::Informational);
+        return Ok(Some(Head::Informational));
     }
     let client_framing = write::client_framing(&res, plan.version);
     let client_keep_alive = keep_alive
@@ -643,17 +563,17 @@ fn plan_response(shard: &Shard, gen: &Generation, plan: &Plan, keep_alive: bool,
     };
     let n = res.head_len;
     ubuf.consume(n);
-    Ok(RespPlanned::Final(p))
+    Ok(Some(Head::Final(p)))
 }
 
 /// Writes the error response for a failed request, if one can still be sent, and logs it with
 /// what an operator needs to find it: route, upstream address, request id, OS error.
 #[allow(clippy::too_many_arguments)]
-async fn answer_failure(
+async fn answer_failure<S: ClientStream>(
     shard: &Shard,
     gen: &Generation,
     ctx: &mut Ctx,
-    client: &mut Client,
+    client: &mut Client<S>,
     out: &mut Vec<u8>,
     f: Failure,
     intake: &mut Intake,
@@ -718,7 +638,7 @@ async fn answer_failure(
 }
 
 /// Writes all of `data` to the client within `dur`, counting the bytes sent.
-async fn client_write(client: &mut Client, data: &mut Vec<u8>, dur: Duration) -> Result<(), WriteFail> {
+async fn client_write<S: ClientStream>(client: &mut Client<S>, data: &mut Vec<u8>, dur: Duration) -> Result<(), WriteFail> {
     let n = data.len();
     timed_write(&mut client.stream, data, 0, n, dur).await?;
     client.sent += n as u64;
@@ -736,7 +656,7 @@ enum WriteFail {
 }
 
 /// Writes `data[from..to]` within `dur`.
-async fn timed_write(s: &mut TcpStream, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), WriteFail> {
+async fn timed_write<W: AsyncWriteRentExt>(s: &mut W, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), WriteFail> {
     let buf = std::mem::take(data);
     match monoio::time::timeout(dur, write_range(s, buf, from, to)).await {
         Ok((res, buf)) => {
@@ -747,7 +667,7 @@ async fn timed_write(s: &mut TcpStream, data: &mut Vec<u8>, from: usize, to: usi
     }
 }
 
-async fn timed_fill(s: &mut TcpStream, rbuf: &mut ReadBuf, dur: Duration) -> Result<usize, RelayError> {
+async fn timed_fill<R: AsyncReadRent>(s: &mut R, rbuf: &mut ReadBuf, dur: Duration) -> Result<usize, RelayError> {
     match monoio::time::timeout(dur, rbuf.fill(s)).await {
         Ok(Ok(n)) => Ok(n),
         _ => Err(RelayError::Read),
@@ -764,12 +684,30 @@ enum RelayError {
 }
 
 /// Streams `n` pending bytes of `sbuf` to `dst`, consuming them; adds them to `sent`.
-async fn forward_pending(dst: &mut TcpStream, sbuf: &mut ReadBuf, n: usize, dur: Duration, sent: &mut u64) -> Result<(), RelayError> {
+async fn forward_pending<W: AsyncWriteRentExt>(dst: &mut W, sbuf: &mut ReadBuf, n: usize, dur: Duration, sent: &mut u64) -> Result<(), RelayError> {
     let start = sbuf.start;
     timed_write(dst, &mut sbuf.data, start, start + n, dur).await.map_err(|_| RelayError::Write)?;
     sbuf.consume(n);
     *sent += n as u64;
     Ok(())
+}
+
+/// The rest of the request body, read from the client as `upstream::call` sends it.
+struct ClientBody<'a, S: ClientStream> {
+    body: &'a mut RequestBody,
+    client: &'a mut Client<S>,
+    timeout: Duration,
+    max_body: u64,
+}
+
+impl<S: ClientStream> BodySource for ClientBody<'_, S> {
+    fn is_done(&self) -> bool {
+        self.body.is_done()
+    }
+
+    async fn send(&mut self, up: &mut TcpStream) -> Result<(), ProxyError> {
+        self.body.relay(self.client, up, self.timeout, self.max_body).await
+    }
 }
 
 /// The request body still to forward after the head.
@@ -855,7 +793,7 @@ impl RequestBody {
     }
 
     /// Streams the rest of the body from the client to the upstream through the client buffer.
-    async fn relay(&mut self, client: &mut Client, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+    async fn relay<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
         let r = self.relay_inner(client, up, dur, max_body).await;
         if r.is_err() {
             *self = RequestBody::Abandoned;
@@ -863,7 +801,7 @@ impl RequestBody {
         r
     }
 
-    async fn relay_inner(&mut self, client: &mut Client, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+    async fn relay_inner<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
         loop {
             if client.rbuf.pending_len() == 0 {
                 match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
@@ -975,11 +913,11 @@ impl ResponseBody {
     }
 
     /// Streams the rest of the body; `out` (its head already sent) is scratch for re-chunking.
-    async fn relay(
+    async fn relay<S: ClientStream>(
         &mut self,
         up: &mut TcpStream,
         ubuf: &mut ReadBuf,
-        client: &mut Client,
+        client: &mut Client<S>,
         out: &mut Vec<u8>,
         dur: Duration,
     ) -> Result<(), RelayError> {

@@ -7,7 +7,27 @@ use std::cell::RefCell;
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// A client connection's byte stream: plain TCP today, TLS next. The connection loop waits for
+/// readability on the socket underneath, so an idle connection holds no buffer.
+pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
+    /// The TCP socket underneath (readiness, peeks).
+    fn socket(&self) -> &TcpStream;
+
+    /// Whether the stream holds bytes already read off the socket but not yet returned (a TLS
+    /// record buffer); the idle wait must not sleep on those.
+    fn has_buffered(&self) -> bool {
+        false
+    }
+}
+
+impl ClientStream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
 
 /// Bytes read from a connection; `data[start..]` is not yet consumed.
 #[derive(Default)]

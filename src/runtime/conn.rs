@@ -9,12 +9,12 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use super::shard::Shard;
-use crate::http::io::ReadBuf;
+use crate::http::io::{ClientStream, ReadBuf};
 use crate::http::write::ip_text;
 use crate::proxy::{self, Client, Next};
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAddr) {
+    let _ = stream.socket().set_nodelay(true);
     let mut client = Client { stream, ip: ip_text(peer.ip()), peer: peer.ip(), rbuf: ReadBuf::default(), sent: 0 };
     let mut first = true;
     loop {
@@ -24,12 +24,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             client.rbuf.start = 0;
             let timeouts = &shard.generation().cfg.timeouts;
             let wait = if first { timeouts.header } else { timeouts.idle };
-            let ready = monoio::select! {
-                r = client.stream.readable(false) => r.is_ok(),
-                _ = shard.drain.wait_idle(Instant::now() + wait) => false,
-            };
+            let ready = client.stream.has_buffered()
+                || monoio::select! {
+                    r = client.stream.socket().readable(false) => r.is_ok(),
+                    _ = shard.drain.wait_idle(Instant::now() + wait) => false,
+                };
             // A request that arrived just as the wait ended is still served, not reset by the close.
-            if !ready && !has_bytes(&client.stream) {
+            if !ready && !has_bytes(client.stream.socket()) {
                 break;
             }
             client.rbuf = ReadBuf::new(shard.bufs.get());

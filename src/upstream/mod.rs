@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::observe::metrics::{ServiceMetrics, ShardMetrics};
 
+mod call;
+pub use call::{call, BodySource, Head, Outcome, Request};
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -179,15 +182,23 @@ impl Upstreams {
                 m.pool_new.set(m.pool_new.get() + 1);
                 Ok(UpConn { stream, service, endpoint, reused: false })
             }
-            Ok(Err(e)) => {
-                m.connect_failures.set(m.connect_failures.get() + 1);
-                Err((ProxyError::ConnectFailed, e.raw_os_error()))
-            }
-            Err(_) => {
-                m.connect_timeouts.set(m.connect_timeouts.get() + 1);
-                Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT)))
-            }
+            Ok(Err(e)) => Err((ProxyError::ConnectFailed, e.raw_os_error())),
+            Err(_) => Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
         }
+    }
+
+    /// Where the outcome of every attempt arrives (from `call`, and from the request path once a
+    /// response is relayed). Counts it today; the circuit breaker and passive health checks
+    /// judge endpoints here next.
+    pub fn report(&self, service: usize, _endpoint: usize, outcome: Outcome) {
+        let m = &self.services[service].metrics;
+        let c = match outcome {
+            Outcome::ConnectFailed => &m.connect_failures,
+            Outcome::ConnectTimeout => &m.connect_timeouts,
+            Outcome::ResponseTimeout => &m.response_timeouts,
+            Outcome::Responded(_) | Outcome::Closed | Outcome::BadResponse => return,
+        };
+        c.set(c.get() + 1);
     }
 
     /// Returns a connection whose exchange finished cleanly.

@@ -1,0 +1,244 @@
+//! One request's exchange with a service, up to its first response head: choose the endpoints
+//! (`Attempts`), take a pooled connection or open one, send the head and the body, read until a
+//! head is complete, and retry where that is safe. Every attempt's outcome goes to
+//! `Upstreams::report`, the one place the coming circuit breaker and passive health checks read.
+//! Never writes to the client: the caller supplies the body (`BodySource`) and turns each
+//! response head into the client's (`planner`), and writes it itself.
+//!
+//! Retry rules (the default floor): a connect failure (refused, reset, timed out) moves on to the
+//! next endpoint until each has been tried once. A request whose connection closed or reset
+//! before any response byte is sent once more when that is safe (its body is all in hand, and it
+//! is idempotent (RFC 9110 §9.2.2) or was never written): to an endpoint not yet tried where one
+//! exists, else, after a pooled connection went stale, to the same endpoint on a new connection.
+//! No attempt starts after the service's connect + response timeout.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::{Attempts, UpConn, Upstreams};
+use crate::error::ProxyError;
+use crate::http::io::{write_range, BufPool, ReadBuf};
+
+/// What one attempt came to, as `report` receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response head arrived with this status.
+    Responded(u16),
+    ConnectFailed,
+    ConnectTimeout,
+    /// The connection closed or reset before a complete response head.
+    Closed,
+    ResponseTimeout,
+    BadResponse,
+}
+
+/// The rest of a request body, streamed to the upstream after the first write.
+pub trait BodySource {
+    /// Whether nothing is left to send.
+    fn is_done(&self) -> bool;
+    /// Streams what is left to `up`.
+    fn send(&mut self, up: &mut TcpStream) -> impl Future<Output = Result<(), ProxyError>>;
+}
+
+/// What the planner made of a complete response head.
+pub enum Head<T> {
+    /// A 1xx head: `out` holds what to relay to the client (possibly nothing); more follows.
+    Informational,
+    Final(T),
+}
+
+/// A request to send.
+pub struct Request<'a> {
+    pub service: usize,
+    /// The forwarded head and the body bytes that go with it, kept intact for a resend; after the
+    /// send, scratch for the planner.
+    pub first: &'a mut Vec<u8>,
+    /// The whole body is in `first`, so the request can be sent again.
+    pub replayable: bool,
+    pub idempotent: bool,
+    /// Bounds each write.
+    pub write_timeout: Duration,
+}
+
+/// A failed call, with what the error log needs.
+#[derive(Debug)]
+pub struct CallError {
+    pub err: ProxyError,
+    /// The endpoint of the last attempt.
+    pub addr: Option<SocketAddr>,
+    pub os_error: Option<i32>,
+    /// The body source failed (the client side), not the upstream.
+    pub from_body: bool,
+}
+
+/// An exchange with a response head read: its connection, the bytes read after the head, and
+/// when the request was sent.
+pub struct Exchange {
+    pub conn: UpConn,
+    pub buf: ReadBuf,
+    pub addr: SocketAddr,
+    pub sent_at: Instant,
+    deadline: Instant,
+}
+
+enum HeadError {
+    Failed(ProxyError),
+    /// Closed or reset with no byte of a response: a resend may be safe.
+    NothingReceived,
+}
+
+/// Sends `req` and reads until `planner` accepts a complete head. `planner` is called on every
+/// read with the buffered bytes and `req.first` as scratch; it returns `None` until a head is
+/// complete.
+pub async fn call<B, P, T>(
+    ups: &Upstreams,
+    bufs: &BufPool,
+    req: Request<'_>,
+    body: &mut B,
+    mut planner: P,
+) -> Result<(Exchange, Head<T>), CallError>
+where
+    B: BodySource,
+    P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
+{
+    let mut attempts = ups.attempts(req.service);
+    let give_up = Instant::now() + ups.retry_window(req.service);
+    let mut resend = req.replayable;
+    let mut new_only = false;
+    let mut last: (Option<SocketAddr>, Option<i32>) = (None, None);
+    loop {
+        if attempts.made() > 0 {
+            let m = &ups.metrics(req.service).retries;
+            m.set(m.get() + 1);
+        }
+        let mut up = connect(ups, &mut attempts, give_up, new_only, &mut last)
+            .await
+            .map_err(|err| CallError { err, addr: last.0, os_error: last.1, from_body: false })?;
+        let addr = ups.addr(up.service, up.endpoint);
+        let may_resend =
+            |up: &UpConn, attempts: &Attempts| Instant::now() < give_up && (attempts.untried() > 0 || up.reused);
+        let fail = |err: ProxyError| CallError { err, addr: Some(addr), os_error: None, from_body: false };
+        let sent_at = Instant::now();
+        let n = req.first.len();
+        let buf = std::mem::take(req.first);
+        let written = match monoio::time::timeout(req.write_timeout, write_range(&mut up.stream, buf, 0, n)).await {
+            Ok((res, buf)) => {
+                *req.first = buf;
+                res.map_err(|e| e.raw_os_error())
+            }
+            // Timed out: the buffer went with the cancelled write, so nothing can be resent.
+            Err(_) => return Err(fail(ProxyError::UpstreamTimeout)),
+        };
+        if let Err(os) = written {
+            // A connection the upstream had closed (a stale pooled one, or an endpoint that died).
+            ups.report(req.service, up.endpoint, Outcome::Closed);
+            if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) {
+                resend = false;
+                new_only = attempts.untried() == 0;
+                continue;
+            }
+            return Err(CallError { os_error: os, ..fail(ProxyError::UpstreamClosed) });
+        }
+        if !body.is_done() {
+            body.send(&mut up.stream).await.map_err(|err| CallError { from_body: true, ..fail(err) })?;
+        }
+        let deadline = Instant::now() + ups.response_timeout(req.service);
+        let mut ubuf = ReadBuf::new(bufs.get());
+        match read_head(&mut up, &mut ubuf, deadline, req.first, &mut planner).await {
+            Ok(head) => return Ok((Exchange { conn: up, buf: ubuf, addr, sent_at, deadline }, head)),
+            Err(e) => {
+                bufs.put(std::mem::take(&mut ubuf.data));
+                let (err, outcome) = match e {
+                    HeadError::NothingReceived => (ProxyError::UpstreamClosed, Outcome::Closed),
+                    HeadError::Failed(ProxyError::UpstreamTimeout) => (ProxyError::UpstreamTimeout, Outcome::ResponseTimeout),
+                    HeadError::Failed(ProxyError::UpstreamClosed) => (ProxyError::UpstreamClosed, Outcome::Closed),
+                    HeadError::Failed(err) => (err, Outcome::BadResponse),
+                };
+                ups.report(req.service, up.endpoint, outcome);
+                if matches!(e, HeadError::NothingReceived) && resend && req.idempotent && may_resend(&up, &attempts) {
+                    resend = false;
+                    new_only = attempts.untried() == 0;
+                    continue;
+                }
+                return Err(fail(err));
+            }
+        }
+    }
+}
+
+impl Exchange {
+    /// After an informational head: reads the next head (no retries: the upstream answered).
+    pub async fn next_head<P, T>(&mut self, out: &mut Vec<u8>, mut planner: P) -> Result<Head<T>, ProxyError>
+    where
+        P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
+    {
+        match read_head(&mut self.conn, &mut self.buf, self.deadline, out, &mut planner).await {
+            Ok(h) => Ok(h),
+            Err(HeadError::NothingReceived) => Err(ProxyError::UpstreamClosed),
+            Err(HeadError::Failed(e)) => Err(e),
+        }
+    }
+}
+
+/// Reads until the planner takes a complete head, within `deadline`.
+async fn read_head<P, T>(
+    up: &mut UpConn,
+    ubuf: &mut ReadBuf,
+    deadline: Instant,
+    out: &mut Vec<u8>,
+    planner: &mut P,
+) -> Result<Head<T>, HeadError>
+where
+    P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
+{
+    let mut received = false;
+    loop {
+        if ubuf.pending_len() > 0 {
+            match planner(ubuf, out) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(HeadError::Failed(e)),
+            }
+        }
+        match monoio::time::timeout_at(deadline.into(), ubuf.fill(&mut up.stream)).await {
+            Ok(Ok(n)) if n > 0 => received = true,
+            Ok(_) if !received => return Err(HeadError::NothingReceived),
+            Ok(_) => return Err(HeadError::Failed(ProxyError::UpstreamClosed)),
+            Err(_) => return Err(HeadError::Failed(ProxyError::UpstreamTimeout)),
+        }
+    }
+}
+
+/// A connection for the next attempt: pooled if the endpoint has one (unless `new_only`), else
+/// new. A failed connect moves on to the next endpoint while one is untried and time remains.
+async fn connect(
+    ups: &Upstreams,
+    attempts: &mut Attempts,
+    give_up: Instant,
+    new_only: bool,
+    last: &mut (Option<SocketAddr>, Option<i32>),
+) -> Result<UpConn, ProxyError> {
+    loop {
+        let ep = attempts.next_endpoint();
+        let service = attempts.service();
+        if !new_only {
+            if let Some(c) = ups.checkout(service, ep) {
+                return Ok(c);
+            }
+        }
+        match ups.connect(service, ep).await {
+            Ok(c) => return Ok(c),
+            Err((e, os)) => {
+                *last = (Some(ups.addr(service, ep)), os);
+                let outcome = if e == ProxyError::ConnectTimeout { Outcome::ConnectTimeout } else { Outcome::ConnectFailed };
+                ups.report(service, ep, outcome);
+                if attempts.untried() == 0 || Instant::now() >= give_up {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
