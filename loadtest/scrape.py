@@ -214,8 +214,8 @@ def fmt_row(i, r):
     return row
 
 
-def spread(values):
-    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+def spread(values, fmt=".3f"):
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 def main():
@@ -284,10 +284,10 @@ def main():
         s = summary[variant] = {k: statistics.median(r[k] for r in rs)
                                 for k in ("rps", "wrk_p50_ms", "wrk_p99_ms", "wrk_p99_9_ms", "gateway_cpu_us_per_req")}
         s["runs"] = len(rs)
-        print(f"{variant:<9} ({len(rs)} runs), median [min-max]: rps {spread([r['rps'] for r in rs])}, "
+        print(f"{variant:<9} ({len(rs)} runs), median [min-max]: rps {spread([r['rps'] for r in rs], '.0f')}, "
               f"wrk p50 {spread([r['wrk_p50_ms'] for r in rs])} ms, p99 {spread([r['wrk_p99_ms'] for r in rs])} ms, "
               f"p99.9 {spread([r['wrk_p99_9_ms'] for r in rs])} ms, "
-              f"cpu/req {spread([r['gateway_cpu_us_per_req'] for r in rs])} µs")
+              f"cpu/req {spread([r['gateway_cpu_us_per_req'] for r in rs], '.2f')} µs")
         if variant == "scrape":
             pooled = [x for r in rs for x in r["scrape_ms"]]
             if pooled:
@@ -298,7 +298,7 @@ def main():
                 fails = sum(len(r["scrape_failures"]) + r["scrape_non200"] for r in rs)
                 print(f"  scrapes: {len(pooled)} ({fails} failed), pooled latency p50 {s['scrape_p50_ms']:.1f} ms, "
                       f"p99 {s['scrape_p99_ms']:.1f} ms, max {s['scrape_max_ms']:.1f} ms; per-run p50 "
-                      f"{spread([r['scrape_p50_ms'] for r in rs])} ms; body {s['scrape_bytes'][0]}-{s['scrape_bytes'][1]} bytes")
+                      f"{spread([r['scrape_p50_ms'] for r in rs], '.1f')} ms; body {s['scrape_bytes'][0]}-{s['scrape_bytes'][1]} bytes")
     if "scrape" in summary and "no scrape" in summary:
         a, b = summary["scrape"], summary["no scrape"]
         print(f"ratios scrape / no scrape (medians): wrk p99 {a['wrk_p99_ms'] / b['wrk_p99_ms']:.3f}, "

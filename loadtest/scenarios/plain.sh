@@ -24,6 +24,10 @@
 #                             used in front of wrk_report.lua for wrk's warm-up
 #                             and measured runs; oha still sends SCENARIO_HEADERS
 #   SCENARIO_WRK_ARGS         bash array of arguments for that script's init()
+#   SCENARIO_NGINX_ACCESS_LOG nginx http-level directives for its access log
+#                             (default "access_log off;"); set it in
+#                             scenario_setup to log to a file in the run
+#                             directory (see observe.sh)
 #   scenario_wrk_check TARGET OUT CONNECTIONS
 #                             run after each measured wrk run with wrk's
 #                             output file; prints a one-line verdict, and

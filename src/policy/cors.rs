@@ -94,11 +94,13 @@ impl Cors {
             OriginMatch::Any => true,
             OriginMatch::Exact(o) => o.eq_ignore_ascii_case(origin),
             OriginMatch::Subdomain(scheme, suffix) => {
-                let o = origin.to_ascii_lowercase();
+                // Byte-wise and case-insensitive, without a lower-cased copy (no allocation).
+                let o = origin.as_bytes();
+                let (scheme, suffix) = (scheme.as_bytes(), suffix.as_bytes());
                 o.len() > scheme.len() + suffix.len()
-                    && o.starts_with(scheme.as_str())
-                    && o.ends_with(suffix.as_str())
-                    && !o[scheme.len()..o.len() - suffix.len()].contains(['/', ':'])
+                    && o[..scheme.len()].eq_ignore_ascii_case(scheme)
+                    && o[o.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && !o[scheme.len()..o.len() - suffix.len()].iter().any(|&b| b == b'/' || b == b':')
             }
         })
     }
