@@ -37,12 +37,14 @@ start_stub() { # port name
 start_stub 3001 users-a
 start_stub 3011 users-b
 start_stub 3002 orders
+orders_pid=$!
 start_stub 3003 products
 
 # The gateway serves a copy, so the reload below can change it without touching the repository.
 cfg="$work/gateway.toml"
 cp config/gateway.toml "$cfg"
-"$bin" serve --config "$cfg" &
+# Its log (stderr) goes to a file; the demo shows lines from it where they matter.
+"$bin" serve --config "$cfg" 2>"$work/gateway.log" &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -108,7 +110,23 @@ echo 'oops = true' >> "$cfg"
 echo "\$ curl -s -X POST http://127.0.0.1:9901/reload"
 curl -s -X POST http://127.0.0.1:9901/reload
 echo
+grep -m1 'reload: ' "$work/gateway.log" | sed 's/^/  log: /'
 curl -s -o /dev/null -w 'GET /api/catalog/1 -> %{http_code}\n' http://127.0.0.1:8080/api/catalog/1
+
+echo
+echo "== orders goes down: its circuit breaker (20 requests, 50 % failures) opens and serves the fallback"
+kill "$orders_pid" 2>/dev/null || true
+wait "$orders_pid" 2>/dev/null || true
+for i in $(seq 24); do
+  curl -s -o /dev/null -w '%{http_code}\n' -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"item":42}' http://127.0.0.1:8080/api/orders
+done | sort | uniq -c | sed 's/^ */  /; s/ 502$/ x 502 (upstream_connect_failed)/; s/ 503$/ x 503 (breaker open: fallback, upstream not tried)/'
+show "orders while the breaker is open: the fallback, at once" -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"item":42}' http://127.0.0.1:8080/api/orders
+curl -s http://127.0.0.1:9901/metrics | grep -E '^ringgate_breaker_(state|fallbacks_total)\{service="orders"'
+echo "the gateway's log names the route, upstream, request id and OS error of each failure:"
+grep -m1 'request failed' "$work/gateway.log" | sed 's/^/  /'
+grep -m1 'circuit open' "$work/gateway.log" | sed 's/^/  /'
+echo
 
 if $keep; then
   echo

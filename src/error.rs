@@ -54,6 +54,10 @@ pub enum ProxyError {
     LengthRequired,
     #[error("identity headers for the upstream exceed the gateway's buffer")]
     ForwardHeadersTooLarge,
+    #[error("the service's circuit breaker is open")]
+    CircuitOpen,
+    #[error("the service has max_concurrent requests in flight")]
+    Overloaded,
     #[error("internal error")]
     Internal,
 }
@@ -81,7 +85,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamClosed
             | ProxyError::BadResponse(_) => Side::Upstream,
-            ProxyError::Internal => Side::Gateway,
+            ProxyError::Internal | ProxyError::CircuitOpen | ProxyError::Overloaded => Side::Gateway,
         }
     }
 
@@ -103,6 +107,7 @@ impl ProxyError {
             ProxyError::InvalidJson => 400,
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
+            ProxyError::CircuitOpen | ProxyError::Overloaded => 503,
             ProxyError::Internal => 500,
         }
     }
@@ -136,6 +141,8 @@ impl ProxyError {
             ProxyError::InvalidJson => "invalid_json",
             ProxyError::LengthRequired => "length_required",
             ProxyError::ForwardHeadersTooLarge => "forwarded_headers_too_large",
+            ProxyError::CircuitOpen => "circuit_open",
+            ProxyError::Overloaded => "service_overloaded",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -163,6 +170,8 @@ impl ProxyError {
             ProxyError::InvalidJson => "request body is not valid JSON",
             ProxyError::LengthRequired => "this route needs a Content-Length request body",
             ProxyError::ForwardHeadersTooLarge => "the identity claims of this request are too large to forward",
+            ProxyError::CircuitOpen => "the service is failing; requests are refused until it recovers",
+            ProxyError::Overloaded => "the service has too many requests in flight",
             ProxyError::Internal => "internal error",
         }
     }

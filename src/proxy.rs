@@ -114,6 +114,8 @@ struct Failure {
     silent: bool,
     /// Header lines for the error response (Allow, WWW-Authenticate, RateLimit, ...).
     extra: HeaderBuf,
+    /// For an open circuit: the service whose fallback answers.
+    service: Option<usize>,
 }
 
 impl Failure {
@@ -126,6 +128,7 @@ impl Failure {
             silent: false,
             // Policy headers (RateLimit, CORS) go on every response of the route, errors too.
             extra: plan.map(|p| p.response_headers).unwrap_or_default(),
+            service: None,
         }
     }
 
@@ -240,6 +243,16 @@ async fn request<S: ClientStream>(
     //    to be relayed.
     let ups = &gen.upstreams;
     ctx.service = Some(plan.service);
+    // Fail fast: over the service's max_concurrent, or while its breaker is open.
+    let shared = ups.shared(plan.service);
+    let Some(_in_flight) = shared.enter() else { return Err(Failure::new(ProxyError::Overloaded, Some(&plan))) };
+    if shared.breaker.as_ref().is_some_and(|b| b.admit() == upstream::Admit::No) {
+        shared.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut f = Failure::new(ProxyError::CircuitOpen, Some(&plan));
+        f.extra.line(b"X-Ringgate-Circuit", b"open");
+        f.service = Some(plan.service);
+        return Err(f);
+    }
     let planner = |b: &mut ReadBuf, o: &mut Vec<u8>| plan_response(shard, gen, &plan, keep_alive, b, o);
     let called = {
         let mut source = ClientBody { body, client: &mut *client, timeout: body_timeout, max_body: plan.max_body };
@@ -585,7 +598,7 @@ async fn answer_failure<S: ClientStream>(
         let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
         let os_error = ctx.os_error.map(|e| std::io::Error::from_raw_os_error(e).to_string()).unwrap_or_default();
         let rid_text = String::from_utf8_lossy(rid.as_bytes());
-        if f.err.side() == Side::Client {
+        if f.err.side() != Side::Upstream {
             tracing::debug!(status = f.err.status(), code = f.err.code(), route, request_id = %rid_text, "request refused");
         } else {
             tracing::warn!(
@@ -615,7 +628,12 @@ async fn answer_failure<S: ClientStream>(
         *out = shard.bufs.get();
     }
     out.clear();
-    write::error_response(
+    let fallback = f.service.and_then(|s| gen.upstreams.shared(s).breaker.as_ref()).and_then(|b| b.cfg.fallback.as_ref());
+    if let Some(fb) = fallback {
+        ctx.status = fb.status;
+        write::body_response(out, fb.status, fb.content_type.as_bytes(), fb.body.as_bytes(), f.extra.as_bytes(), rid.as_bytes(), keep, f.head_request);
+    } else {
+        write::error_response(
         out,
         &ErrorResponse {
             status: f.err.status(),
@@ -627,6 +645,7 @@ async fn answer_failure<S: ClientStream>(
             extra: f.extra.as_bytes(),
         },
     );
+    }
     if client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
         return Next::Close;
     }

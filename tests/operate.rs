@@ -246,14 +246,20 @@ fn a_config_that_fails_check_is_refused_and_the_old_one_serves() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn reload_opens_added_listeners_and_closes_removed_ones() {
-    let up = Upstream::ok(b"ok");
+/// A gateway listening on port 0, a free address, and its config with that address added.
+fn gateway_and_a_second_address(up: &Upstream) -> (Gw, SocketAddr, String) {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let extra_addr = free.local_addr().unwrap();
     drop(free);
     let gw = Gw::start(&base(up.addr, ""));
     let text = base(up.addr, "").replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"127.0.0.1:0\", \"{extra_addr}\"]"));
+    (gw, extra_addr, text)
+}
+
+#[test]
+fn reload_opens_added_listeners_and_closes_removed_ones() {
+    let up = Upstream::ok(b"ok");
+    let (gw, extra_addr, text) = gateway_and_a_second_address(&up);
     gw.gateway().reload_with(Config::parse(&text).unwrap()).expect("reload accepted");
     assert!(wait_until(Duration::from_secs(2), || TcpStream::connect(extra_addr).is_ok()));
     assert_eq!(get(extra_addr, "/api").status, 200);
@@ -341,11 +347,7 @@ fn listeners_added_by_a_reload_are_served_even_when_shards_skip_its_generation()
     // Two reloads before the shards' next tick: they jump straight to the last generation and
     // must still take the sockets the first one opened; every connection gets an answer.
     let up = Upstream::ok(b"ok");
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let extra_addr = free.local_addr().unwrap();
-    drop(free);
-    let gw = Gw::start(&base(up.addr, ""));
-    let text = base(up.addr, "").replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"127.0.0.1:0\", \"{extra_addr}\"]"));
+    let (gw, extra_addr, text) = gateway_and_a_second_address(&up);
     gw.gateway().reload_with(Config::parse(&text).unwrap()).expect("reload accepted");
     gw.gateway().reload_with(Config::parse(&text.replace("/api", "/v2")).unwrap()).expect("reload accepted");
     thread::sleep(Duration::from_millis(200));

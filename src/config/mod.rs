@@ -121,6 +121,33 @@ pub struct Service {
     pub upstreams: Vec<SocketAddr>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// In-flight requests to this service from the whole host; 0 = no bound. Over it: 503 at once.
+    pub max_concurrent: usize,
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `[services.breaker]`: fail fast while a service's failure rate is high.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// The rolling window failures are counted over.
+    pub window: Duration,
+    /// No decision below this many requests in the window.
+    pub min_requests: u32,
+    /// Percent of failures (5xx from the upstream, connect failures, timeouts) that opens it.
+    pub error_rate: u32,
+    /// How long it stays open before letting probes through.
+    pub open_for: Duration,
+    /// Probes let through while half-open; all must succeed to close it.
+    pub half_open_requests: u32,
+    /// What clients get while it is open; a 503 JSON error when absent.
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -551,12 +578,39 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
             }
         }
     }
+    let max_concurrent = c.int(&format!("{p}.max_concurrent"), rs.max_concurrent, 0, 0, 10_000_000) as usize;
+    let breaker = rs.breaker.as_ref().map(|b| breaker(c, &format!("{p}.breaker"), b));
     Some(Service {
         name,
         upstreams,
         connect_timeout: c.duration(&format!("{p}.connect_timeout"), &rs.connect_timeout, d.connect_timeout),
         response_timeout: c.duration(&format!("{p}.response_timeout"), &rs.response_timeout, d.response_timeout),
+        max_concurrent,
+        breaker,
     })
+}
+
+fn breaker(c: &mut Checker, p: &str, b: &raw::RawBreaker) -> BreakerConfig {
+    let fallback = b.fallback.as_ref().map(|f| {
+        let status = c.int(&format!("{p}.fallback.status"), f.status, 503, 200, 599) as u16;
+        let content_type = f.content_type.clone().unwrap_or_else(|| "application/json".into());
+        if content_type.is_empty() || content_type.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            c.err(format!("{p}.fallback.content_type"), "not a header value", "write a media type such as \"application/json\"");
+        }
+        Fallback { status, content_type, body: f.body.clone().unwrap_or_default() }
+    });
+    let window = c.duration(&format!("{p}.window"), &b.window, Duration::from_secs(10));
+    if window < Duration::from_millis(100) {
+        c.err(format!("{p}.window"), "shorter than 100ms", "use a window of at least \"1s\" so the rate means something");
+    }
+    BreakerConfig {
+        window,
+        min_requests: c.int(&format!("{p}.min_requests"), b.min_requests, 20, 1, 1_000_000) as u32,
+        error_rate: c.int(&format!("{p}.error_rate"), b.error_rate, 50, 1, 100) as u32,
+        open_for: c.duration(&format!("{p}.open_for"), &b.open_for, Duration::from_secs(30)),
+        half_open_requests: c.int(&format!("{p}.half_open_requests"), b.half_open_requests, 3, 1, 1000) as u32,
+        fallback,
+    }
 }
 
 /// Characters that read as wildcards, globs or parameters in other routers; this one matches

@@ -197,6 +197,25 @@ pub struct RawService {
     pub upstreams: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
+    pub max_concurrent: Option<i64>,
+    pub breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBreaker {
+    pub window: Option<String>,
+    pub min_requests: Option<i64>,
+    pub error_rate: Option<i64>,
+    pub open_for: Option<String>,
+    pub half_open_requests: Option<i64>,
+    pub fallback: Option<RawFallback>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFallback {
+    pub status: Option<i64>,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

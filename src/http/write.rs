@@ -393,6 +393,28 @@ pub fn reply_head(out: &mut Vec<u8>, status: u16, extra: &[u8], request_id: &[u8
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes a complete gateway-made response with a configured body (a breaker's fallback).
+pub fn body_response(out: &mut Vec<u8>, status: u16, content_type: &[u8], body: &[u8], extra: &[u8], request_id: &[u8], keep_alive: bool, head_only: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_field(out, b"Content-Type", content_type);
+    out.extend_from_slice(b"Content-Length: ");
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    put_field(out, b"X-Request-Id", request_id);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
 /// Writes an informational (1xx) response head for an HTTP/1.1 client, e.g. 103 Early Hints.
 pub fn informational_head(out: &mut Vec<u8>, buf: &[u8], res: &ResponseHead) {
     out.extend_from_slice(b"HTTP/1.1 ");

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::expose::{self, Info};
+use super::expose::{self, Info, ServiceInfo};
+use crate::upstream::BreakerState;
 use crate::config::{AccessLogTarget, Config, HostMatch, PathMatch};
 use crate::runtime::reload::Reloader;
 
@@ -99,7 +100,25 @@ fn handle(mut s: TcpStream, r: &Reloader) {
             let g = r.global();
             let shards = g.collect(Duration::from_secs(1));
             let st = r.status();
+            let services = g
+                .published()
+                .services
+                .iter()
+                .map(|s| ServiceInfo {
+                    name: s.name.clone(),
+                    breaker: s.breaker.as_ref().map(|b| match b.state() {
+                        BreakerState::Closed => 0,
+                        BreakerState::Open => 1,
+                        BreakerState::HalfOpen => 2,
+                    }),
+                    opened: s.breaker.as_ref().map_or(0, |b| b.opened.load(Ordering::Relaxed)),
+                    fallbacks: s.fallbacks.load(Ordering::Relaxed),
+                    overloaded: s.overloaded.load(Ordering::Relaxed),
+                    in_flight: s.in_flight(),
+                })
+                .collect();
             let info = Info {
+                services,
                 version: env!("CARGO_PKG_VERSION"),
                 generation: g.published_id(),
                 last_reload_unix: st.last_unix,

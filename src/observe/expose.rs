@@ -24,6 +24,19 @@ pub struct Info<'a> {
     pub reloads_failed: u64,
     pub shards: usize,
     pub ready_shards: usize,
+    /// Per service: the state all shards share.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// A service's shared state at scrape time.
+pub struct ServiceInfo {
+    pub name: String,
+    /// 0 closed, 1 open, 2 half-open; `None` without a breaker.
+    pub breaker: Option<u8>,
+    pub opened: u64,
+    pub fallbacks: u64,
+    pub overloaded: u64,
+    pub in_flight: usize,
 }
 
 #[derive(Default)]
@@ -231,6 +244,27 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
                 o.sample(family, &format!("service=\"{}\"{extra}", label(name)), v);
             }
         }
+    }
+
+    o.family("ringgate_upstream_in_flight", "gauge", "Requests in flight to a service from the whole host (counted when max_concurrent is set).");
+    for s in &info.services {
+        o.sample("ringgate_upstream_in_flight", &format!("service=\"{}\"", label(&s.name)), s.in_flight);
+    }
+    o.family("ringgate_upstream_overloaded_total", "counter", "Requests refused at once because the service had max_concurrent in flight.");
+    for s in &info.services {
+        o.sample("ringgate_upstream_overloaded_total", &format!("service=\"{}\"", label(&s.name)), s.overloaded);
+    }
+    o.family("ringgate_breaker_state", "gauge", "Circuit breaker state by service: 0 closed, 1 open, 2 half-open.");
+    for s in info.services.iter().filter(|s| s.breaker.is_some()) {
+        o.sample("ringgate_breaker_state", &format!("service=\"{}\"", label(&s.name)), s.breaker.unwrap_or(0));
+    }
+    o.family("ringgate_breaker_opened_total", "counter", "Times a service's circuit breaker opened.");
+    for s in info.services.iter().filter(|s| s.breaker.is_some()) {
+        o.sample("ringgate_breaker_opened_total", &format!("service=\"{}\"", label(&s.name)), s.opened);
+    }
+    o.family("ringgate_breaker_fallbacks_total", "counter", "Requests answered at once (fallback or 503) while a service's breaker was open.");
+    for s in info.services.iter().filter(|s| s.breaker.is_some()) {
+        o.sample("ringgate_breaker_fallbacks_total", &format!("service=\"{}\"", label(&s.name)), s.fallbacks);
     }
 
     o.family("ringgate_ratelimit_decisions_total", "counter", "Rate-limit checks, by limit and result.");

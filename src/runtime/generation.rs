@@ -18,7 +18,7 @@ use crate::policy::apikey::ApiKeySet;
 use crate::policy::ratelimit::Limiter;
 use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Stage};
 use crate::router::Router;
-use crate::upstream::Upstreams;
+use crate::upstream::{ServiceShared, Upstreams};
 
 /// One config as every shard receives it: the config, and the state shards share.
 pub struct Published {
@@ -27,6 +27,8 @@ pub struct Published {
     /// One per `[[rate_limits]]`, in config order: its definition and the buckets all shards share.
     pub limits: Vec<(Arc<RateLimitDef>, Arc<Limiter>)>,
     pub api_keys: Vec<Arc<ApiKeySet>>,
+    /// One per `[[services]]`, in config order: the state all shards share.
+    pub services: Vec<Arc<ServiceShared>>,
 }
 
 impl Published {
@@ -44,7 +46,15 @@ impl Published {
             })
             .collect();
         let api_keys = cfg.api_keys.iter().map(|s| Arc::new(s.clone())).collect();
-        Published { id, cfg, limits, api_keys }
+        let services = cfg
+            .services
+            .iter()
+            .map(|s| {
+                let kept = prev.and_then(|p| p.services.iter().find(|x| x.matches(s)).cloned());
+                kept.unwrap_or_else(|| Arc::new(ServiceShared::new(s)))
+            })
+            .collect();
+        Published { id, cfg, limits, api_keys, services }
     }
 }
 
@@ -77,9 +87,9 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn build(shard: usize, p: &Published, prev: Option<&Generation>, metrics: &ShardMetrics) -> Generation {
+    pub fn build(p: &Published, prev: Option<&Generation>, metrics: &ShardMetrics) -> Generation {
         let cfg = p.cfg.clone();
-        let upstreams = Upstreams::new(&cfg, shard, metrics);
+        let upstreams = Upstreams::new(&cfg, &p.services, metrics);
         if let Some(prev) = prev {
             upstreams.adopt_idle(&prev.upstreams);
         }

@@ -158,7 +158,7 @@ impl Shard {
     pub fn new(id: usize, global: Arc<Global>, log: AccessLog) -> Shard {
         let p = global.published();
         let metrics = ShardMetrics::default();
-        let generation = Generation::build(id, &p, None, &metrics);
+        let generation = Generation::build(&p, None, &metrics);
         let size = p.cfg.server.read_buffer.max(p.cfg.limits.max_head);
         Shard {
             id,
@@ -189,7 +189,7 @@ impl Shard {
             return None;
         }
         let p = self.global.published();
-        let next = Rc::new(Generation::build(self.id, &p, Some(&current), &self.metrics));
+        let next = Rc::new(Generation::build(&p, Some(&current), &self.metrics));
         *self.generation.borrow_mut() = next.clone();
         Some(next)
     }

@@ -3,7 +3,7 @@
 //! connections. Never shared across shards, so no locks.
 //! A pooled connection is reused only if it is still open and has no unread bytes.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -15,8 +15,76 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::observe::metrics::{ServiceMetrics, ShardMetrics};
 
+mod breaker;
 mod call;
+pub use breaker::{Admit, State as BreakerState};
 pub use call::{call, BodySource, Head, Outcome, Request};
+use breaker::Breaker;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What every shard shares of one service: the round-robin position (so consecutive requests
+/// spread over the endpoints whichever shard takes them), the in-flight count for
+/// `max_concurrent`, and the circuit breaker. Kept across a reload, by name, while the service's
+/// settings for them are unchanged.
+pub struct ServiceShared {
+    pub name: String,
+    pub breaker: Option<Breaker>,
+    max_concurrent: usize,
+    rr: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Requests answered with the breaker's fallback.
+    pub fallbacks: AtomicU64,
+    /// Requests refused for `max_concurrent`.
+    pub overloaded: AtomicU64,
+}
+
+impl ServiceShared {
+    pub fn new(s: &crate::config::Service) -> ServiceShared {
+        ServiceShared {
+            name: s.name.clone(),
+            breaker: s.breaker.as_ref().map(Breaker::new),
+            max_concurrent: s.max_concurrent,
+            rr: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            fallbacks: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `s` keeps this state on a reload (same breaker and bound).
+    pub fn matches(&self, s: &crate::config::Service) -> bool {
+        self.name == s.name && self.max_concurrent == s.max_concurrent && self.breaker.as_ref().map(|b| &b.cfg) == s.breaker.as_ref()
+    }
+
+    /// Counts a request in flight; `None` when the service is at `max_concurrent`.
+    pub fn enter(&self) -> Option<InFlight<'_>> {
+        if self.max_concurrent == 0 {
+            return Some(InFlight(None));
+        }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_concurrent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.overloaded.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InFlight(Some(self)))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A request counted against `max_concurrent` until dropped.
+pub struct InFlight<'a>(Option<&'a ServiceShared>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 struct Idle {
     stream: TcpStream,
@@ -30,7 +98,7 @@ struct Endpoint {
 
 struct Service {
     endpoints: Vec<Endpoint>,
-    next: Cell<usize>,
+    shared: Arc<ServiceShared>,
     connect_timeout: Duration,
     response_timeout: Duration,
     metrics: Rc<ServiceMetrics>,
@@ -86,20 +154,20 @@ pub struct UpConn {
 }
 
 impl Upstreams {
-    /// Each shard's round robin starts at its own offset, so the first requests of several shards
-    /// spread over the endpoints instead of all going to the first.
-    pub fn new(cfg: &Config, shard: usize, metrics: &ShardMetrics) -> Self {
+    /// `shared` holds each service's cross-shard state, in config order.
+    pub fn new(cfg: &Config, shared: &[Arc<ServiceShared>], metrics: &ShardMetrics) -> Self {
         Upstreams {
             services: cfg
                 .services
                 .iter()
-                .map(|s| Service {
+                .zip(shared)
+                .map(|(s, sh)| Service {
                     endpoints: s
                         .upstreams
                         .iter()
                         .map(|&addr| Endpoint { addr, idle: RefCell::new(Vec::new()) })
                         .collect(),
-                    next: Cell::new(shard),
+                    shared: sh.clone(),
                     connect_timeout: s.connect_timeout,
                     response_timeout: s.response_timeout,
                     metrics: metrics.service(&s.name),
@@ -148,11 +216,15 @@ impl Upstreams {
         s.connect_timeout + s.response_timeout
     }
 
-    /// The endpoints one request may try, starting at the service's next in round-robin order.
+    pub fn shared(&self, service: usize) -> &ServiceShared {
+        &self.services[service].shared
+    }
+
+    /// The endpoints one request may try, starting at the service's next in round-robin order
+    /// (one position shared by all shards).
     pub fn attempts(&self, service: usize) -> Attempts {
         let s = &self.services[service];
-        let first = s.next.get();
-        s.next.set(first.wrapping_add(1));
+        let first = s.shared.rr.fetch_add(1, Ordering::Relaxed);
         Attempts { service, first: first % s.endpoints.len(), made: 0, count: s.endpoints.len() }
     }
 
@@ -191,6 +263,9 @@ impl Upstreams {
     /// response is relayed). Counts it today; the circuit breaker and passive health checks
     /// judge endpoints here next.
     pub fn report(&self, service: usize, _endpoint: usize, outcome: Outcome) {
+        if let Some(b) = &self.services[service].shared.breaker {
+            b.record(matches!(outcome, Outcome::Responded(s) if s < 500));
+        }
         let m = &self.services[service].metrics;
         let c = match outcome {
             Outcome::ConnectFailed => &m.connect_failures,
@@ -243,18 +318,23 @@ mod tests {
             .unwrap()
     }
 
+    fn shared(cfg: &Config) -> Vec<Arc<ServiceShared>> {
+        cfg.services.iter().map(|s| Arc::new(ServiceShared::new(s))).collect()
+    }
+
     #[test]
-    fn round_robin_starts_at_each_shards_own_endpoint() {
+    fn round_robin_is_shared_across_shards() {
         // Two shards' first requests go to two endpoints, not both to the first.
         let cfg = two_endpoints();
-        let firsts: Vec<usize> = (0..2).map(|shard| Upstreams::new(&cfg, shard, &ShardMetrics::default()).attempts(0).next_endpoint()).collect();
+        let sh = shared(&cfg);
+        let firsts: Vec<usize> = (0..2).map(|_| Upstreams::new(&cfg, &sh, &ShardMetrics::default()).attempts(0).next_endpoint()).collect();
         assert_eq!(firsts, vec![0, 1]);
     }
 
     #[test]
     fn attempts_walk_every_endpoint_once_from_their_start() {
         let cfg = two_endpoints();
-        let ups = Upstreams::new(&cfg, 0, &ShardMetrics::default());
+        let ups = Upstreams::new(&cfg, &shared(&cfg), &ShardMetrics::default());
         let _ = ups.attempts(0);
         // Another request moved the counter; this one still walks 1, 0 and then wraps.
         let mut a = ups.attempts(0);
