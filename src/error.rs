@@ -58,6 +58,8 @@ pub enum ProxyError {
     CircuitOpen,
     #[error("the service has max_concurrent requests in flight")]
     Overloaded,
+    #[error("no endpoint of the service is available")]
+    NoHealthyUpstream,
     #[error("internal error")]
     Internal,
 }
@@ -85,7 +87,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamClosed
             | ProxyError::BadResponse(_) => Side::Upstream,
-            ProxyError::Internal | ProxyError::CircuitOpen | ProxyError::Overloaded => Side::Gateway,
+            ProxyError::Internal | ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream => Side::Gateway,
         }
     }
 
@@ -107,7 +109,7 @@ impl ProxyError {
             ProxyError::InvalidJson => 400,
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
-            ProxyError::CircuitOpen | ProxyError::Overloaded => 503,
+            ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream => 503,
             ProxyError::Internal => 500,
         }
     }
@@ -143,6 +145,7 @@ impl ProxyError {
             ProxyError::ForwardHeadersTooLarge => "forwarded_headers_too_large",
             ProxyError::CircuitOpen => "circuit_open",
             ProxyError::Overloaded => "service_overloaded",
+            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -172,6 +175,7 @@ impl ProxyError {
             ProxyError::ForwardHeadersTooLarge => "the identity claims of this request are too large to forward",
             ProxyError::CircuitOpen => "the service is failing; requests are refused until it recovers",
             ProxyError::Overloaded => "the service has too many requests in flight",
+            ProxyError::NoHealthyUpstream => "no endpoint of the service is healthy",
             ProxyError::Internal => "internal error",
         }
     }

@@ -631,7 +631,18 @@ async fn answer_failure<S: ClientStream>(
     let fallback = f.service.and_then(|s| gen.upstreams.shared(s).breaker.as_ref()).and_then(|b| b.cfg.fallback.as_ref());
     if let Some(fb) = fallback {
         ctx.status = fb.status;
-        write::body_response(out, fb.status, fb.content_type.as_bytes(), fb.body.as_bytes(), f.extra.as_bytes(), rid.as_bytes(), keep, f.head_request);
+        write::body_response(
+            out,
+            &write::BodyResponse {
+                status: fb.status,
+                content_type: fb.content_type.as_bytes(),
+                body: fb.body.as_bytes(),
+                extra: f.extra.as_bytes(),
+                request_id: rid.as_bytes(),
+                keep_alive: keep,
+                head_only: f.head_request,
+            },
+        );
     } else {
         write::error_response(
         out,

@@ -155,3 +155,136 @@ fn metrics_text(admin: std::net::SocketAddr) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// An upstream whose `/healthz` answers 200 or 503 by `healthy`, and 200 to everything else.
+fn with_health_switch() -> (Upstream, Arc<AtomicBool>) {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let up = Upstream::start(move |c| {
+        while let Some(r) = c.read_request() {
+            let ok = if r.request_line().contains("/healthz") && !h.load(Ordering::SeqCst) {
+                c.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                c.respond(b"ok")
+            };
+            if !ok {
+                return;
+            }
+        }
+    });
+    (up, healthy)
+}
+
+fn two_endpoint_config(a: &Upstream, b: &Upstream, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[services]]\nname = \"svc\"\nupstreams = [\"{}\", \"{}\"]\n{extra}\n\
+         [[routes]]\nname = \"all\"\npaths = [\"/\"]\nservice = \"svc\"\n",
+        a.addr, b.addr
+    )
+}
+
+fn api_requests(u: &Upstream) -> usize {
+    u.requests().iter().filter(|r| !r.request_line().contains("/healthz")).count()
+}
+
+#[test]
+fn active_health_takes_a_failing_endpoint_out_and_brings_it_back() {
+    let (a, a_healthy) = with_health_switch();
+    let (b, _) = with_health_switch();
+    let health = "[services.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_after = 2\nunhealthy_after = 2";
+    let started = Instant::now();
+    let gw = Gw::start(&two_endpoint_config(&a, &b, health));
+    a_healthy.store(false, Ordering::SeqCst);
+    // Out within interval x unhealthy_after (plus one interval of slack).
+    thread::sleep(Duration::from_millis(350));
+    let before = api_requests(&a);
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..10 {
+        assert_eq!(c.request(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+    assert_eq!(api_requests(&a), before, "the unhealthy endpoint got requests");
+    let text = metrics_text(gw.gateway().admin_addr.unwrap());
+    assert!(text.contains(&format!("ringgate_upstream_endpoint_healthy{{service=\"svc\",endpoint=\"{}\"}} 0", a.addr)), "{text}");
+    // Healthy again: back in the set.
+    a_healthy.store(true, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(350));
+    for _ in 0..10 {
+        assert_eq!(c.request(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+    assert!(api_requests(&a) > before, "the endpoint did not come back");
+    // Health probes come once per endpoint per interval from the host, not once per shard.
+    let probes = a.requests().iter().filter(|r| r.request_line().contains("/healthz")).count();
+    let intervals = started.elapsed().as_millis() as usize / 100;
+    assert!(probes <= intervals + 1, "{probes} probes in {intervals} intervals");
+}
+
+#[test]
+fn every_endpoint_unhealthy_fails_fast_with_503() {
+    let (a, ah) = with_health_switch();
+    let (b, bh) = with_health_switch();
+    ah.store(false, Ordering::SeqCst);
+    bh.store(false, Ordering::SeqCst);
+    let health = "[services.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_after = 1";
+    let gw = Gw::start(&two_endpoint_config(&a, &b, health));
+    thread::sleep(Duration::from_millis(250));
+    let started = Instant::now();
+    let r = get(gw.addr, "/x");
+    assert_eq!((r.status, r.error_code().as_str()), (503, "no_healthy_upstream"));
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(api_requests(&a) + api_requests(&b), 0);
+}
+
+#[test]
+fn outlier_detection_ejects_an_endpoint_that_keeps_failing() {
+    let (bad, _failing) = switchable();
+    let good = Upstream::ok(b"good");
+    let outlier = "[services.outlier]\nconsecutive_failures = 3\neject_for = \"10s\"\nmax_ejected_percent = 50";
+    let gw = Gw::start(&two_endpoint_config(&bad, &good, outlier));
+    let mut c = Client::connect(gw.addr);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status);
+    }
+    assert_eq!(bad.requests().len(), 3, "ejected after 3 failures in a row");
+    assert_eq!(statuses.iter().filter(|&&s| s == 500).count(), 3);
+    let text = metrics_text(gw.gateway().admin_addr.unwrap());
+    assert!(text.contains(&format!("ringgate_upstream_ejections_total{{service=\"svc\",endpoint=\"{}\"}} 1", bad.addr)), "{text}");
+    assert!(text.contains(&format!("ringgate_upstream_endpoint_available{{service=\"svc\",endpoint=\"{}\"}} 0", bad.addr)));
+}
+
+#[test]
+fn outlier_detection_never_ejects_more_than_its_share() {
+    let (a, _) = switchable();
+    let (b, _) = switchable();
+    let outlier = "[services.outlier]\nconsecutive_failures = 2\neject_for = \"10s\"\nmax_ejected_percent = 50";
+    let gw = Gw::start(&two_endpoint_config(&a, &b, outlier));
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..12 {
+        // One of the two may go; the other keeps serving (here, failing) rather than none.
+        assert_eq!(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 500);
+    }
+}
+
+#[test]
+fn under_a_total_outage_retries_stay_within_the_budget() {
+    // Both endpoints take each request and close without answering: every request is retried
+    // unless the budget (20 % of requests, at least 3) says no.
+    let drop_a = Upstream::start(|c| {
+        let _ = c.read_request();
+    });
+    let drop_b = Upstream::start(|c| {
+        let _ = c.read_request();
+    });
+    let retry = "[services.retry]\nattempts = 2\nbudget = 20";
+    let gw = Gw::start(&two_endpoint_config(&drop_a, &drop_b, retry));
+    const N: usize = 60;
+    for _ in 0..N {
+        assert_eq!(get(gw.addr, "/").status, 502);
+    }
+    let received = drop_a.requests().len() + drop_b.requests().len();
+    assert!(received <= N + N / 5 + 3, "{received} upstream requests for {N} client requests");
+    assert!(received > N, "no retry at all");
+    let text = metrics_text(gw.gateway().admin_addr.unwrap());
+    assert!(!text.contains("ringgate_upstream_retry_budget_exhausted_total{service=\"svc\"} 0"), "{text}");
+}

@@ -124,6 +124,47 @@ pub struct Service {
     /// In-flight requests to this service from the whole host; 0 = no bound. Over it: 503 at once.
     pub max_concurrent: usize,
     pub breaker: Option<BreakerConfig>,
+    pub health: Option<HealthConfig>,
+    pub outlier: Option<OutlierConfig>,
+    pub retry: RetryConfig,
+}
+
+/// `[services.health]`: active checks, one prober per endpoint for the whole host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+    /// Statuses that count as healthy.
+    pub expect: Vec<u16>,
+}
+
+/// `[services.outlier]`: passive checks; an endpoint that keeps failing leaves the set for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further one of the same endpoint doubles it (up to 8×).
+    pub eject_for: Duration,
+    pub max_ejected_percent: u32,
+}
+
+/// `[services.retry]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Extra attempts a request may make after its first (each on another endpoint where one
+    /// exists); connect failures walk every endpoint once whatever this says.
+    pub attempts: u32,
+    /// Retries at most this percent of the service's requests (over the last seconds), so an
+    /// outage is not multiplied by retries.
+    pub budget_percent: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { attempts: 1, budget_percent: 20 }
+    }
 }
 
 /// `[services.breaker]`: fail fast while a service's failure rate is high.
@@ -580,6 +621,53 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     }
     let max_concurrent = c.int(&format!("{p}.max_concurrent"), rs.max_concurrent, 0, 0, 10_000_000) as usize;
     let breaker = rs.breaker.as_ref().map(|b| breaker(c, &format!("{p}.breaker"), b));
+    let health = rs.health.as_ref().map(|h| {
+        let hp = format!("{p}.health");
+        let path = h.path.clone().unwrap_or_else(|| "/healthz".into());
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            c.err(format!("{hp}.path"), format!("`{path}` is not an origin-form path"), "write it like \"/healthz\"");
+        }
+        let expect: Vec<u16> = match &h.expect {
+            None => vec![200],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(j, &code)| match u16::try_from(code) {
+                    Ok(code @ 100..=599) => Some(code),
+                    _ => {
+                        c.err(format!("{hp}.expect[{j}]"), format!("{code} is not a status code"), "list codes like [200, 204]");
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let interval = c.duration(&format!("{hp}.interval"), &h.interval, Duration::from_secs(2));
+        let timeout = c.duration(&format!("{hp}.timeout"), &h.timeout, Duration::from_secs(1));
+        if timeout > interval {
+            c.err(format!("{hp}.timeout"), "is longer than interval", "keep a check's timeout at or below its interval");
+        }
+        HealthConfig {
+            path,
+            interval,
+            timeout,
+            healthy_after: c.int(&format!("{hp}.healthy_after"), h.healthy_after, 2, 1, 100) as u32,
+            unhealthy_after: c.int(&format!("{hp}.unhealthy_after"), h.unhealthy_after, 3, 1, 100) as u32,
+            expect,
+        }
+    });
+    let outlier = rs.outlier.as_ref().map(|o| OutlierConfig {
+        consecutive_failures: c.int(&format!("{p}.outlier.consecutive_failures"), o.consecutive_failures, 5, 1, 1000) as u32,
+        eject_for: c.duration(&format!("{p}.outlier.eject_for"), &o.eject_for, Duration::from_secs(30)),
+        max_ejected_percent: c.int(&format!("{p}.outlier.max_ejected_percent"), o.max_ejected_percent, 50, 0, 100) as u32,
+    });
+    let d_retry = RetryConfig::default();
+    let retry = match &rs.retry {
+        None => d_retry,
+        Some(r) => RetryConfig {
+            attempts: c.int(&format!("{p}.retry.attempts"), r.attempts, d_retry.attempts.into(), 0, 10) as u32,
+            budget_percent: c.int(&format!("{p}.retry.budget"), r.budget, d_retry.budget_percent.into(), 0, 100) as u32,
+        },
+    };
     Some(Service {
         name,
         upstreams,
@@ -587,6 +675,9 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
         response_timeout: c.duration(&format!("{p}.response_timeout"), &rs.response_timeout, d.response_timeout),
         max_concurrent,
         breaker,
+        health,
+        outlier,
+        retry,
     })
 }
 

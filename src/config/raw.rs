@@ -199,6 +199,32 @@ pub struct RawService {
     pub response_timeout: Option<String>,
     pub max_concurrent: Option<i64>,
     pub breaker: Option<RawBreaker>,
+    pub health: Option<RawHealth>,
+    pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_after: Option<i64>,
+    pub unhealthy_after: Option<i64>,
+    pub expect: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<i64>,
+    pub eject_for: Option<String>,
+    pub max_ejected_percent: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRetry {
+    pub attempts: Option<i64>,
+    pub budget: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -393,8 +393,20 @@ pub fn reply_head(out: &mut Vec<u8>, status: u16, extra: &[u8], request_id: &[u8
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a complete gateway-made response with a configured body (a breaker's fallback).
-pub fn body_response(out: &mut Vec<u8>, status: u16, content_type: &[u8], body: &[u8], extra: &[u8], request_id: &[u8], keep_alive: bool, head_only: bool) {
+/// A gateway-made response with a configured body (a breaker's fallback).
+pub struct BodyResponse<'a> {
+    pub status: u16,
+    pub content_type: &'a [u8],
+    pub body: &'a [u8],
+    /// Extra header lines, each ending with CRLF.
+    pub extra: &'a [u8],
+    pub request_id: &'a [u8],
+    pub keep_alive: bool,
+    pub head_only: bool,
+}
+
+pub fn body_response(out: &mut Vec<u8>, r: &BodyResponse) {
+    let BodyResponse { status, content_type, body, extra, request_id, keep_alive, head_only } = *r;
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(status));
     out.push(b' ');

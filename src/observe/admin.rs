@@ -115,6 +115,16 @@ fn handle(mut s: TcpStream, r: &Reloader) {
                     fallbacks: s.fallbacks.load(Ordering::Relaxed),
                     overloaded: s.overloaded.load(Ordering::Relaxed),
                     in_flight: s.in_flight(),
+                    budget_exhausted: s.budget_exhausted.load(Ordering::Relaxed),
+                    no_healthy: s.no_healthy.load(Ordering::Relaxed),
+                    endpoints: s
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            let now = crate::upstream::now_ms();
+                            (e.addr.to_string(), e.available(now), e.healthy.load(Ordering::Relaxed), e.ejections.load(Ordering::Relaxed))
+                        })
+                        .collect(),
                 })
                 .collect();
             let info = Info {

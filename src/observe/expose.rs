@@ -37,6 +37,10 @@ pub struct ServiceInfo {
     pub fallbacks: u64,
     pub overloaded: u64,
     pub in_flight: usize,
+    pub budget_exhausted: u64,
+    pub no_healthy: u64,
+    /// (address, available, healthy by the active checks, ejections so far)
+    pub endpoints: Vec<(String, bool, bool, u64)>,
 }
 
 #[derive(Default)]
@@ -253,6 +257,32 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     o.family("ringgate_upstream_overloaded_total", "counter", "Requests refused at once because the service had max_concurrent in flight.");
     for s in &info.services {
         o.sample("ringgate_upstream_overloaded_total", &format!("service=\"{}\"", label(&s.name)), s.overloaded);
+    }
+    o.family("ringgate_upstream_retry_budget_exhausted_total", "counter", "Retries refused because the service's retry budget was spent.");
+    for s in &info.services {
+        o.sample("ringgate_upstream_retry_budget_exhausted_total", &format!("service=\"{}\"", label(&s.name)), s.budget_exhausted);
+    }
+    o.family("ringgate_upstream_no_healthy_total", "counter", "Requests answered 503 at once because no endpoint was available.");
+    for s in &info.services {
+        o.sample("ringgate_upstream_no_healthy_total", &format!("service=\"{}\"", label(&s.name)), s.no_healthy);
+    }
+    o.family("ringgate_upstream_endpoint_available", "gauge", "1 while an endpoint is in the balancing set (healthy and not ejected).");
+    for s in &info.services {
+        for (addr, available, _, _) in &s.endpoints {
+            o.sample("ringgate_upstream_endpoint_available", &format!("service=\"{}\",endpoint=\"{addr}\"", label(&s.name)), u8::from(*available));
+        }
+    }
+    o.family("ringgate_upstream_endpoint_healthy", "gauge", "The active health checks' verdict per endpoint (1 without checks).");
+    for s in &info.services {
+        for (addr, _, healthy, _) in &s.endpoints {
+            o.sample("ringgate_upstream_endpoint_healthy", &format!("service=\"{}\",endpoint=\"{addr}\"", label(&s.name)), u8::from(*healthy));
+        }
+    }
+    o.family("ringgate_upstream_ejections_total", "counter", "Times outlier detection ejected an endpoint.");
+    for s in &info.services {
+        for (addr, _, _, n) in &s.endpoints {
+            o.sample("ringgate_upstream_ejections_total", &format!("service=\"{}\",endpoint=\"{addr}\"", label(&s.name)), n);
+        }
     }
     o.family("ringgate_breaker_state", "gauge", "Circuit breaker state by service: 0 closed, 1 open, 2 half-open.");
     for s in info.services.iter().filter(|s| s.breaker.is_some()) {

@@ -18,7 +18,7 @@ use crate::policy::apikey::ApiKeySet;
 use crate::policy::ratelimit::Limiter;
 use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Stage};
 use crate::router::Router;
-use crate::upstream::{ServiceShared, Upstreams};
+use crate::upstream::{service_shared, ServiceShared, Upstreams};
 
 /// One config as every shard receives it: the config, and the state shards share.
 pub struct Published {
@@ -51,7 +51,7 @@ impl Published {
             .iter()
             .map(|s| {
                 let kept = prev.and_then(|p| p.services.iter().find(|x| x.matches(s)).cloned());
-                kept.unwrap_or_else(|| Arc::new(ServiceShared::new(s)))
+                kept.unwrap_or_else(|| service_shared(s))
             })
             .collect();
         Published { id, cfg, limits, api_keys, services }

@@ -106,7 +106,12 @@ where
 {
     let mut attempts = ups.attempts(req.service);
     let give_up = Instant::now() + ups.retry_window(req.service);
-    let mut resend = req.replayable;
+    let shared = ups.shared(req.service);
+    shared.count_request();
+    // Sends again of a request that reached an upstream: at most `retry.attempts`, each within
+    // the service's retry budget.
+    let mut resends = shared.retry.attempts;
+    let mut resend = req.replayable && resends > 0;
     let mut new_only = false;
     let mut last: (Option<SocketAddr>, Option<i32>) = (None, None);
     loop {
@@ -135,8 +140,9 @@ where
         if let Err(os) = written {
             // A connection the upstream had closed (a stale pooled one, or an endpoint that died).
             ups.report(req.service, up.endpoint, Outcome::Closed);
-            if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) {
-                resend = false;
+            if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) && shared.try_retry() {
+                resends -= 1;
+                resend = resends > 0;
                 new_only = attempts.untried() == 0;
                 continue;
             }
@@ -158,8 +164,9 @@ where
                     HeadError::Failed(err) => (err, Outcome::BadResponse),
                 };
                 ups.report(req.service, up.endpoint, outcome);
-                if matches!(e, HeadError::NothingReceived) && resend && req.idempotent && may_resend(&up, &attempts) {
-                    resend = false;
+                if matches!(e, HeadError::NothingReceived) && resend && req.idempotent && may_resend(&up, &attempts) && shared.try_retry() {
+                    resends -= 1;
+                    resend = resends > 0;
                     new_only = attempts.untried() == 0;
                     continue;
                 }
@@ -222,8 +229,15 @@ async fn connect(
     last: &mut (Option<SocketAddr>, Option<i32>),
 ) -> Result<UpConn, ProxyError> {
     loop {
-        let ep = attempts.next_endpoint();
         let service = attempts.service();
+        let Some(ep) = ups.pick(attempts) else {
+            // Every endpoint is out (failing its checks or ejected): fail fast rather than hang.
+            if attempts.made() <= attempts.count() && last.0.is_none() {
+                ups.shared(service).no_healthy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(ProxyError::NoHealthyUpstream);
+            }
+            return Err(ProxyError::ConnectFailed);
+        };
         if !new_only {
             if let Some(c) = ups.checkout(service, ep) {
                 return Ok(c);

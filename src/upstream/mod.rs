@@ -19,72 +19,18 @@ mod breaker;
 mod call;
 pub use breaker::{Admit, State as BreakerState};
 pub use call::{call, BodySource, Head, Outcome, Request};
-use breaker::Breaker;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod health;
+mod shared;
+pub use shared::{now_ms, ServiceShared};
+
+/// The shared state of a service from config, with its active health checks started.
+pub fn service_shared(s: &crate::config::Service) -> Arc<ServiceShared> {
+    let shared = Arc::new(ServiceShared::new(s));
+    health::start(&shared);
+    shared
+}
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// What every shard shares of one service: the round-robin position (so consecutive requests
-/// spread over the endpoints whichever shard takes them), the in-flight count for
-/// `max_concurrent`, and the circuit breaker. Kept across a reload, by name, while the service's
-/// settings for them are unchanged.
-pub struct ServiceShared {
-    pub name: String,
-    pub breaker: Option<Breaker>,
-    max_concurrent: usize,
-    rr: AtomicUsize,
-    in_flight: AtomicUsize,
-    /// Requests answered with the breaker's fallback.
-    pub fallbacks: AtomicU64,
-    /// Requests refused for `max_concurrent`.
-    pub overloaded: AtomicU64,
-}
-
-impl ServiceShared {
-    pub fn new(s: &crate::config::Service) -> ServiceShared {
-        ServiceShared {
-            name: s.name.clone(),
-            breaker: s.breaker.as_ref().map(Breaker::new),
-            max_concurrent: s.max_concurrent,
-            rr: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            fallbacks: AtomicU64::new(0),
-            overloaded: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether `s` keeps this state on a reload (same breaker and bound).
-    pub fn matches(&self, s: &crate::config::Service) -> bool {
-        self.name == s.name && self.max_concurrent == s.max_concurrent && self.breaker.as_ref().map(|b| &b.cfg) == s.breaker.as_ref()
-    }
-
-    /// Counts a request in flight; `None` when the service is at `max_concurrent`.
-    pub fn enter(&self) -> Option<InFlight<'_>> {
-        if self.max_concurrent == 0 {
-            return Some(InFlight(None));
-        }
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_concurrent {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.overloaded.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(InFlight(Some(self)))
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// A request counted against `max_concurrent` until dropped.
-pub struct InFlight<'a>(Option<&'a ServiceShared>);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.0 {
-            s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
 
 struct Idle {
     stream: TcpStream,
@@ -131,6 +77,11 @@ impl Attempts {
         let ep = (self.first + self.made) % self.count;
         self.made += 1;
         ep
+    }
+
+    /// Endpoints the service has.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// Attempts made so far.
@@ -220,6 +171,13 @@ impl Upstreams {
         &self.services[service].shared
     }
 
+    /// The next endpoint for `a` that is available (healthy, not ejected); `None` when none is.
+    pub fn pick(&self, a: &mut Attempts) -> Option<usize> {
+        let s = &self.services[a.service];
+        let now = shared::now_ms();
+        (0..a.count).map(|_| a.next_endpoint()).find(|&ep| s.shared.endpoints[ep].available(now))
+    }
+
     /// The endpoints one request may try, starting at the service's next in round-robin order
     /// (one position shared by all shards).
     pub fn attempts(&self, service: usize) -> Attempts {
@@ -262,10 +220,13 @@ impl Upstreams {
     /// Where the outcome of every attempt arrives (from `call`, and from the request path once a
     /// response is relayed). Counts it today; the circuit breaker and passive health checks
     /// judge endpoints here next.
-    pub fn report(&self, service: usize, _endpoint: usize, outcome: Outcome) {
-        if let Some(b) = &self.services[service].shared.breaker {
-            b.record(matches!(outcome, Outcome::Responded(s) if s < 500));
+    pub fn report(&self, service: usize, endpoint: usize, outcome: Outcome) {
+        let ok = matches!(outcome, Outcome::Responded(s) if s < 500);
+        let sh = &self.services[service].shared;
+        if let Some(b) = &sh.breaker {
+            b.record(ok);
         }
+        sh.passive(endpoint, ok);
         let m = &self.services[service].metrics;
         let c = match outcome {
             Outcome::ConnectFailed => &m.connect_failures,
