@@ -65,6 +65,7 @@ fn many_routes() -> Vec<Route> {
         max_body: 0,
         allow_header: String::new(),
         policy: Default::default(),
+        timeout: None,
     };
     for s in 0..40 {
         for (r, res) in ["users", "orders", "items", "events", "reports"].iter().enumerate() {

@@ -262,6 +262,7 @@ async fn request<S: ClientStream>(
             replayable,
             idempotent: plan.idempotent,
             write_timeout: body_timeout,
+            deadline: gen.routes[plan.route].timeout.map(|t| ctx.started + t),
         };
         upstream::call(ups, &shard.bufs, req, &mut source, planner).await
     };

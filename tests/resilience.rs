@@ -288,3 +288,19 @@ fn under_a_total_outage_retries_stay_within_the_budget() {
     let text = metrics_text(gw.gateway().admin_addr.unwrap());
     assert!(!text.contains("ringgate_upstream_retry_budget_exhausted_total{service=\"svc\"} 0"), "{text}");
 }
+
+#[test]
+fn a_route_timeout_bounds_the_whole_upstream_exchange() {
+    // The service would wait 10 s; the route's total timeout answers 504 after 300 ms.
+    let silent = Upstream::start(|c| {
+        let _ = c.read_request();
+        thread::sleep(Duration::from_secs(3));
+    });
+    let cfg = config(&[silent.addr], "", "[upstream]\nresponse_timeout = \"10s\"\n").replace("service = \"svc\"", "service = \"svc\"\ntimeout = \"300ms\"");
+    let gw = Gw::start(&cfg);
+    let started = Instant::now();
+    let r = get(gw.addr, "/");
+    let took = started.elapsed();
+    assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"));
+    assert!(took >= Duration::from_millis(280) && took < Duration::from_millis(1000), "{took:?}");
+}

@@ -221,6 +221,9 @@ pub struct Route {
     /// `Allow: ...\r\n` line sent with 405 answers.
     pub allow_header: String,
     pub policy: RoutePolicy,
+    /// Total time for the upstream exchange up to the response head, retries included (-> 504);
+    /// overrides the service's connect + response timeouts.
+    pub timeout: Option<Duration>,
 }
 
 /// One problem in a config file.
@@ -833,6 +836,7 @@ fn route(
         max_body,
         allow_header,
         policy,
+        timeout: rr.timeout.as_ref().map(|_| c.duration(&format!("{p}.timeout"), &rr.timeout, Duration::ZERO)),
     }
 }
 

@@ -259,4 +259,5 @@ pub struct RawRoute {
     pub ip_deny: Option<Vec<String>>,
     pub cors: Option<RawCors>,
     pub validate: Option<RawValidate>,
+    pub timeout: Option<String>,
 }

@@ -28,6 +28,7 @@ fn route(name: &str, paths: &[&str], hosts: &[&str], methods: &[&str]) -> Route 
         max_body: 0,
         allow_header: String::new(),
         policy: Default::default(),
+        timeout: None,
     }
 }
 

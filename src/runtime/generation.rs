@@ -69,6 +69,8 @@ pub struct RouteRt {
     /// Identity headers the route's providers set; client copies are removed.
     pub strip_headers: Vec<String>,
     pub has_cors: bool,
+    /// Total upstream time, retries included, when the route sets one.
+    pub timeout: Option<std::time::Duration>,
     pub pipeline: Pipeline,
     pub metrics: Rc<RouteMetrics>,
 }
@@ -155,6 +157,7 @@ impl Generation {
                     allow_header: r.allow_header.clone(),
                     strip_headers: rp.strip_headers.clone(),
                     has_cors: rp.cors.is_some(),
+                    timeout: r.timeout,
                     pipeline: Pipeline::new(stages),
                     metrics: metrics.route(&r.name),
                 }

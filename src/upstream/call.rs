@@ -61,6 +61,8 @@ pub struct Request<'a> {
     pub idempotent: bool,
     /// Bounds each write.
     pub write_timeout: Duration,
+    /// The route's total deadline (retries included), if it sets one.
+    pub deadline: Option<Instant>,
 }
 
 /// A failed call, with what the error log needs.
@@ -105,7 +107,7 @@ where
     P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
 {
     let mut attempts = ups.attempts(req.service);
-    let give_up = Instant::now() + ups.retry_window(req.service);
+    let give_up = req.deadline.unwrap_or_else(|| Instant::now() + ups.retry_window(req.service));
     let shared = ups.shared(req.service);
     shared.count_request();
     // Sends again of a request that reached an upstream: at most `retry.attempts`, each within
@@ -151,7 +153,7 @@ where
         if !body.is_done() {
             body.send(&mut up.stream).await.map_err(|err| CallError { from_body: true, ..fail(err) })?;
         }
-        let deadline = Instant::now() + ups.response_timeout(req.service);
+        let deadline = (Instant::now() + ups.response_timeout(req.service)).min(give_up);
         let mut ubuf = ReadBuf::new(bufs.get());
         match read_head(&mut up, &mut ubuf, deadline, req.first, &mut planner).await {
             Ok(head) => return Ok((Exchange { conn: up, buf: ubuf, addr, sent_at, deadline }, head)),
@@ -243,7 +245,11 @@ async fn connect(
                 return Ok(c);
             }
         }
-        match ups.connect(service, ep).await {
+        let connected = match monoio::time::timeout_at(give_up.into(), ups.connect(service, ep)).await {
+            Ok(r) => r,
+            Err(_) => Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
+        };
+        match connected {
             Ok(c) => return Ok(c),
             Err((e, os)) => {
                 *last = (Some(ups.addr(service, ep)), os);
