@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::config::MAX_HEADERS_CAP;
+use crate::config::{Balance, HashOn, MAX_HEADERS_CAP};
 use crate::ctx::Ctx;
 use crate::error::{ProxyError, Side};
 use crate::http::body::{ChunkError, ChunkedDecoder};
@@ -101,6 +101,8 @@ struct Plan {
     /// The body is buffered whole (up to this bound) and run through the body stages before it
     /// is forwarded.
     body_bound: Option<u64>,
+    /// The request's key on the service's hash ring (consistent_hash).
+    balance_key: Option<u64>,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -263,6 +265,7 @@ async fn request<S: ClientStream>(
             idempotent: plan.idempotent,
             write_timeout: body_timeout,
             deadline: gen.routes[plan.route].timeout.map(|t| ctx.started + t),
+            key: plan.balance_key,
         };
         upstream::call(ups, &shard.bufs, req, &mut source, planner).await
     };
@@ -294,7 +297,7 @@ async fn request<S: ClientStream>(
         }
     };
     ups.report(plan.service, ex.conn.endpoint, upstream::Outcome::Responded(resp.status));
-    let (mut up, mut ubuf) = (ex.conn, ex.buf);
+    let (mut up, mut ubuf, _active) = (ex.conn, ex.buf, ex.active);
 
     // 6. Response head, plus whatever of the body fits, to the client in one write.
     ctx.status = resp.status;
@@ -510,8 +513,26 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         request_id,
         response_headers: admitted.response_headers,
         body_bound: route.pipeline.body_bound(req.framing),
+        balance_key: balance_key(gen, route.service, &req, ctx),
     };
     Planned::Head(head, Outcome::Forward(plan))
+}
+
+/// The consistent-hash key of a request, for a service balanced that way.
+fn balance_key(gen: &Generation, service: usize, req: &parse::RequestHead, ctx: &Ctx) -> Option<u64> {
+    let Balance::ConsistentHash(on) = &gen.cfg.services[service].balance else { return None };
+    let ip;
+    let key: &[u8] = match on {
+        HashOn::ClientIp => {
+            ip = write::ip_text(ctx.client_ip);
+            ip.as_bytes()
+        }
+        HashOn::Path => req.path,
+        HashOn::Consumer => ctx.consumer.as_ref().map_or(&b""[..], |c| c.as_bytes()),
+        HashOn::Header(h) => stage::header(req, h).unwrap_or_default(),
+        HashOn::Cookie(k) => stage::cookie(req, k).unwrap_or_default(),
+    };
+    Some(upstream::fnv1a(&[key]))
 }
 
 /// How the client side of the response was decided.

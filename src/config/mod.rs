@@ -119,6 +119,9 @@ pub struct UpstreamDefaults {
 pub struct Service {
     pub name: String,
     pub upstreams: Vec<SocketAddr>,
+    /// One per upstream, in the same order (1 unless set).
+    pub weights: Vec<u32>,
+    pub balance: Balance,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     /// In-flight requests to this service from the whole host; 0 = no bound. Over it: 503 at once.
@@ -165,6 +168,27 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig { attempts: 1, budget_percent: 20 }
     }
+}
+
+/// How a service's endpoints share its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn, by weight; one position shared by all shards.
+    RoundRobin,
+    /// The less loaded of two distinct random endpoints (in-flight / weight).
+    LeastRequest,
+    /// A ring of virtual nodes keyed by a request property: one key, one endpoint.
+    ConsistentHash(HashOn),
+}
+
+/// What `consistent_hash` keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    Header(String),
+    Cookie(String),
+    Path,
+    Consumer,
 }
 
 /// `[services.breaker]`: fail fast while a service's failure rate is high.
@@ -604,23 +628,76 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
         }
     };
     let mut upstreams = Vec::new();
+    let mut weights = Vec::new();
     match &rs.upstreams {
         None => c.err(format!("{p}.upstreams"), "missing", "list at least one host:port, e.g. upstreams = [\"127.0.0.1:3001\"]"),
         Some(list) if list.is_empty() => {
             c.err(format!("{p}.upstreams"), "empty", "list at least one host:port, e.g. upstreams = [\"127.0.0.1:3001\"]")
         }
         Some(list) => {
-            for (j, a) in list.iter().enumerate() {
-                match a.to_socket_addrs().map(|mut it| it.next()) {
-                    Ok(Some(addr)) => upstreams.push(addr),
-                    _ => c.err(
-                        format!("{p}.upstreams[{j}]"),
-                        format!("`{a}` is not a reachable host:port"),
-                        "write it like \"127.0.0.1:3001\" or \"users.internal:80\"",
-                    ),
+            for (j, entry) in list.iter().enumerate() {
+                let at = format!("{p}.upstreams[{j}]");
+                let (a, weight) = match entry {
+                    raw::RawEndpoint::Addr(a) => (a.clone(), 1),
+                    raw::RawEndpoint::Table { addr, weight, unknown } => {
+                        for k in unknown {
+                            c.err(format!("{at}.{k}"), "unknown key", "an upstream table takes addr and weight");
+                        }
+                        let w = c.int(&format!("{at}.weight"), *weight, 1, 1, 1000) as u32;
+                        match addr {
+                            Some(a) => (a.clone(), w),
+                            None => {
+                                c.err(format!("{at}.addr"), "missing", "write it like { addr = \"127.0.0.1:3001\", weight = 2 }");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                // A name that resolves to several addresses gives an endpoint for each.
+                match a.to_socket_addrs().map(|it| it.collect::<Vec<_>>()) {
+                    Ok(addrs) if !addrs.is_empty() => {
+                        for addr in addrs {
+                            if !upstreams.contains(&addr) {
+                                upstreams.push(addr);
+                                weights.push(weight);
+                            }
+                        }
+                    }
+                    _ => c.err(at, format!("`{a}` is not a reachable host:port"), "write it like \"127.0.0.1:3001\" or \"users.internal:80\""),
                 }
             }
         }
+    }
+    let balance = match rs.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_request") => Balance::LeastRequest,
+        Some("consistent_hash") => {
+            let on = rs.hash_on.as_deref().unwrap_or("ip");
+            let key = match on {
+                "ip" => Some(HashOn::ClientIp),
+                "path" => Some(HashOn::Path),
+                "consumer" => Some(HashOn::Consumer),
+                _ => match on.split_once(':') {
+                    Some(("header", h)) if !h.is_empty() && h.bytes().all(crate::http::parse::is_tchar) => Some(HashOn::Header(h.to_string())),
+                    Some(("cookie", k)) if !k.is_empty() => Some(HashOn::Cookie(k.to_string())),
+                    _ => None,
+                },
+            };
+            match key {
+                Some(k) => Balance::ConsistentHash(k),
+                None => {
+                    c.err(format!("{p}.hash_on"), format!("unknown key `{on}`"), "use \"ip\", \"path\", \"consumer\", \"header:X-Name\" or \"cookie:NAME\"");
+                    Balance::RoundRobin
+                }
+            }
+        }
+        Some(other) => {
+            c.err(format!("{p}.balance"), format!("unknown balancing `{other}`"), "use \"round_robin\", \"least_request\" or \"consistent_hash\"");
+            Balance::RoundRobin
+        }
+    };
+    if rs.hash_on.is_some() && !matches!(balance, Balance::ConsistentHash(_)) {
+        c.err(format!("{p}.hash_on"), "only consistent_hash uses it", "set balance = \"consistent_hash\" or remove hash_on");
     }
     let max_concurrent = c.int(&format!("{p}.max_concurrent"), rs.max_concurrent, 0, 0, 10_000_000) as usize;
     let breaker = rs.breaker.as_ref().map(|b| breaker(c, &format!("{p}.breaker"), b));
@@ -674,6 +751,8 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     Some(Service {
         name,
         upstreams,
+        weights,
+        balance,
         connect_timeout: c.duration(&format!("{p}.connect_timeout"), &rs.connect_timeout, d.connect_timeout),
         response_timeout: c.duration(&format!("{p}.response_timeout"), &rs.response_timeout, d.response_timeout),
         max_concurrent,

@@ -194,7 +194,9 @@ pub struct RawUpstream {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawService {
     pub name: Option<String>,
-    pub upstreams: Option<Vec<String>>,
+    pub upstreams: Option<Vec<RawEndpoint>>,
+    pub balance: Option<String>,
+    pub hash_on: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub max_concurrent: Option<i64>,
@@ -225,6 +227,48 @@ pub struct RawOutlier {
 pub struct RawRetry {
     pub attempts: Option<i64>,
     pub budget: Option<i64>,
+}
+
+/// One `upstreams` entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug)]
+pub enum RawEndpoint {
+    Addr(String),
+    Table { addr: Option<String>, weight: Option<i64>, unknown: Vec<String> },
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EndpointVisitor)
+    }
+}
+
+struct EndpointVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
+    type Value = RawEndpoint;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a \"host:port\" string or a table { addr = \"host:port\", weight = 1 }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEndpoint, E> {
+        Ok(RawEndpoint::Addr(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawEndpoint, A::Error> {
+        let (mut addr, mut weight, mut unknown) = (None, None, Vec::new());
+        while let Some(k) = m.next_key::<String>()? {
+            match k.as_str() {
+                "addr" => addr = Some(m.next_value()?),
+                "weight" => weight = Some(m.next_value()?),
+                _ => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                    unknown.push(k);
+                }
+            }
+        }
+        Ok(RawEndpoint::Table { addr, weight, unknown })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -73,8 +73,10 @@ struct Probe<'o> {
 impl<'de> Deserializer<'de> for Probe<'_> {
     type Error = de::value::Error;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("only the raw config shapes are probed"))
+    /// Shapes read through `deserialize_any` (a string or a table, as an upstream entry) are
+    /// probed as an empty table: their own keys are checked where they are read.
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(Fields { fields: [].iter(), current: "", at: self.at, out: self.out })
     }
 
     fn deserialize_struct<V: Visitor<'de>>(

@@ -183,7 +183,7 @@ pub(crate) fn header<'b>(req: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u
     req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
-fn cookie<'b>(req: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
+pub(crate) fn cookie<'b>(req: &RequestHead<'b, '_>, name: &str) -> Option<&'b [u8]> {
     req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cookie")).find_map(|h| {
         h.value.split(|&b| b == b';').find_map(|pair| {
             let pair = parse::trim(pair);

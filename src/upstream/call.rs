@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use super::shared::Active;
 use super::{Attempts, UpConn, Upstreams};
 use crate::error::ProxyError;
 use crate::http::io::{write_range, BufPool, ReadBuf};
@@ -63,6 +64,8 @@ pub struct Request<'a> {
     pub write_timeout: Duration,
     /// The route's total deadline (retries included), if it sets one.
     pub deadline: Option<Instant>,
+    /// The request's key for consistent hashing.
+    pub key: Option<u64>,
 }
 
 /// A failed call, with what the error log needs.
@@ -78,11 +81,13 @@ pub struct CallError {
 
 /// An exchange with a response head read: its connection, the bytes read after the head, and
 /// when the request was sent.
-pub struct Exchange {
+pub struct Exchange<'u> {
     pub conn: UpConn,
     pub buf: ReadBuf,
     pub addr: SocketAddr,
     pub sent_at: Instant,
+    /// Keeps the attempt counted on its endpoint (least_request) until the exchange ends.
+    pub active: Active<'u>,
     deadline: Instant,
 }
 
@@ -95,18 +100,18 @@ enum HeadError {
 /// Sends `req` and reads until `planner` accepts a complete head. `planner` is called on every
 /// read with the buffered bytes and `req.first` as scratch; it returns `None` until a head is
 /// complete.
-pub async fn call<B, P, T>(
-    ups: &Upstreams,
+pub async fn call<'u, B, P, T>(
+    ups: &'u Upstreams,
     bufs: &BufPool,
     req: Request<'_>,
     body: &mut B,
     mut planner: P,
-) -> Result<(Exchange, Head<T>), CallError>
+) -> Result<(Exchange<'u>, Head<T>), CallError>
 where
     B: BodySource,
     P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
 {
-    let mut attempts = ups.attempts(req.service);
+    let mut attempts = ups.attempts(req.service, req.key);
     let give_up = req.deadline.unwrap_or_else(|| Instant::now() + ups.retry_window(req.service));
     let shared = ups.shared(req.service);
     shared.count_request();
@@ -125,6 +130,7 @@ where
             .await
             .map_err(|err| CallError { err, addr: last.0, os_error: last.1, from_body: false })?;
         let addr = ups.addr(up.service, up.endpoint);
+        let active = shared.endpoints[up.endpoint].begin();
         let may_resend =
             |up: &UpConn, attempts: &Attempts| Instant::now() < give_up && (attempts.untried() > 0 || up.reused);
         let fail = |err: ProxyError| CallError { err, addr: Some(addr), os_error: None, from_body: false };
@@ -156,7 +162,7 @@ where
         let deadline = (Instant::now() + ups.response_timeout(req.service)).min(give_up);
         let mut ubuf = ReadBuf::new(bufs.get());
         match read_head(&mut up, &mut ubuf, deadline, req.first, &mut planner).await {
-            Ok(head) => return Ok((Exchange { conn: up, buf: ubuf, addr, sent_at, deadline }, head)),
+            Ok(head) => return Ok((Exchange { conn: up, buf: ubuf, addr, sent_at, active, deadline }, head)),
             Err(e) => {
                 bufs.put(std::mem::take(&mut ubuf.data));
                 let (err, outcome) = match e {
@@ -178,7 +184,7 @@ where
     }
 }
 
-impl Exchange {
+impl Exchange<'_> {
     /// After an informational head: reads the next head (no retries: the upstream answered).
     pub async fn next_head<P, T>(&mut self, out: &mut Vec<u8>, mut planner: P) -> Result<Head<T>, ProxyError>
     where

@@ -21,7 +21,24 @@ pub use breaker::{Admit, State as BreakerState};
 pub use call::{call, BodySource, Head, Outcome, Request};
 mod health;
 mod shared;
-pub use shared::{now_ms, ServiceShared};
+pub use shared::{fnv1a, now_ms, ServiceShared};
+
+/// A shard-local xorshift for balancing choices (no lock, no syscall).
+fn next_random() -> u64 {
+    thread_local!(static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed()));
+    fn seed() -> u64 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        (t ^ (std::ptr::addr_of!(t) as u64)) | 1
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
 
 /// The shared state of a service from config, with its active health checks started.
 pub fn service_shared(s: &crate::config::Service) -> Arc<ServiceShared> {
@@ -29,7 +46,7 @@ pub fn service_shared(s: &crate::config::Service) -> Arc<ServiceShared> {
     health::start(&shared);
     shared
 }
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 
 struct Idle {
@@ -178,11 +195,11 @@ impl Upstreams {
         (0..a.count).map(|_| a.next_endpoint()).find(|&ep| s.shared.endpoints[ep].available(now))
     }
 
-    /// The endpoints one request may try, starting at the service's next in round-robin order
-    /// (one position shared by all shards).
-    pub fn attempts(&self, service: usize) -> Attempts {
+    /// The endpoints one request may try: the first as the service balances (`key` for
+    /// consistent hashing), then each following endpoint once.
+    pub fn attempts(&self, service: usize, key: Option<u64>) -> Attempts {
         let s = &self.services[service];
-        let first = s.shared.rr.fetch_add(1, Ordering::Relaxed);
+        let first = s.shared.first(key, next_random());
         Attempts { service, first: first % s.endpoints.len(), made: 0, count: s.endpoints.len() }
     }
 
@@ -288,7 +305,7 @@ mod tests {
         // Two shards' first requests go to two endpoints, not both to the first.
         let cfg = two_endpoints();
         let sh = shared(&cfg);
-        let firsts: Vec<usize> = (0..2).map(|_| Upstreams::new(&cfg, &sh, &ShardMetrics::default()).attempts(0).next_endpoint()).collect();
+        let firsts: Vec<usize> = (0..2).map(|_| Upstreams::new(&cfg, &sh, &ShardMetrics::default()).attempts(0, None).next_endpoint()).collect();
         assert_eq!(firsts, vec![0, 1]);
     }
 
@@ -296,9 +313,9 @@ mod tests {
     fn attempts_walk_every_endpoint_once_from_their_start() {
         let cfg = two_endpoints();
         let ups = Upstreams::new(&cfg, &shared(&cfg), &ShardMetrics::default());
-        let _ = ups.attempts(0);
+        let _ = ups.attempts(0, None);
         // Another request moved the counter; this one still walks 1, 0 and then wraps.
-        let mut a = ups.attempts(0);
+        let mut a = ups.attempts(0, None);
         let walk: Vec<usize> = (0..3).map(|_| a.next_endpoint()).collect();
         assert_eq!(walk, vec![1, 0, 1]);
         assert_eq!(a.untried(), 0);
