@@ -203,3 +203,21 @@ fn request_written_to_a_connection_reset_mid_request_is_answered_once() {
         assert_eq!(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
     }
 }
+
+#[test]
+fn with_health_checks_and_retries_killing_one_of_two_endpoints_costs_no_request() {
+    let a = Killable::start();
+    let b = Killable::start();
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\
+         [[services]]\nname = \"svc\"\nupstreams = [\"{}\", \"{}\"]\n\
+         [services.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_after = 2\n\
+         [services.retry]\nattempts = 2\nbudget = 20\n\
+         [[routes]]\nname = \"all\"\npaths = [\"/\"]\nservice = \"svc\"\n",
+        a.addr, b.addr
+    );
+    let gw = Gw::start(&cfg);
+    let (total, failed) = load(gw.addr, 16, Duration::from_millis(1800), || a.kill());
+    assert!(total > 500, "only {total} requests");
+    assert_eq!(failed, 0, "{failed} of {total} failed");
+}
