@@ -114,7 +114,7 @@ where
     let mut attempts = ups.attempts(req.service, req.key);
     let give_up = req.deadline.unwrap_or_else(|| Instant::now() + ups.retry_window(req.service));
     let shared = ups.shared(req.service);
-    shared.count_request();
+    ups.count_request(req.service);
     // Sends again of a request that reached an upstream: at most `retry.attempts`, each within
     // the service's retry budget.
     let mut resends = shared.retry.attempts;
@@ -130,7 +130,7 @@ where
             .await
             .map_err(|err| CallError { err, addr: last.0, os_error: last.1, from_body: false })?;
         let addr = ups.addr(up.service, up.endpoint);
-        let active = shared.endpoints[up.endpoint].begin();
+        let active = shared.endpoints[up.endpoint].begin(shared.balance == crate::config::Balance::LeastRequest);
         let may_resend =
             |up: &UpConn, attempts: &Attempts| Instant::now() < give_up && (attempts.untried() > 0 || up.reused);
         let fail = |err: ProxyError| CallError { err, addr: Some(addr), os_error: None, from_body: false };
@@ -148,7 +148,7 @@ where
         if let Err(os) = written {
             // A connection the upstream had closed (a stale pooled one, or an endpoint that died).
             ups.report(req.service, up.endpoint, Outcome::Closed);
-            if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) && shared.try_retry() {
+            if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) && ups.try_retry(req.service) {
                 resends -= 1;
                 resend = resends > 0;
                 new_only = attempts.untried() == 0;
@@ -172,7 +172,7 @@ where
                     HeadError::Failed(err) => (err, Outcome::BadResponse),
                 };
                 ups.report(req.service, up.endpoint, outcome);
-                if matches!(e, HeadError::NothingReceived) && resend && req.idempotent && may_resend(&up, &attempts) && shared.try_retry() {
+                if matches!(e, HeadError::NothingReceived) && resend && req.idempotent && may_resend(&up, &attempts) && ups.try_retry(req.service) {
                     resends -= 1;
                     resend = resends > 0;
                     new_only = attempts.untried() == 0;

@@ -3,7 +3,7 @@
 //! connections. Never shared across shards, so no locks.
 //! A pooled connection is reused only if it is still open and has no unread bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -49,6 +49,57 @@ pub fn service_shared(s: &crate::config::Service) -> Arc<ServiceShared> {
 
 use std::sync::Arc;
 
+/// Retries allowed as a share of requests over the last `BUDGET_SECONDS`, plus a floor so a
+/// quiet service can still retry (Finagle's and Envoy's retry budgets work this way). Kept per
+/// shard: each shard's retries stay within its share of its own requests, so the host's do too,
+/// and no request writes state another shard reads.
+const BUDGET_SECONDS: u64 = 10;
+const BUDGET_FLOOR: u64 = 3;
+
+struct Budget {
+    percent: u64,
+    /// Per one-second slot: (second, requests, retries).
+    slots: [Cell<(u64, u64, u64)>; BUDGET_SECONDS as usize],
+}
+
+impl Budget {
+    fn new(percent: u32) -> Budget {
+        Budget { percent: u64::from(percent), slots: std::array::from_fn(|_| Cell::new((0, 0, 0))) }
+    }
+
+    fn slot(&self, now_s: u64) -> &Cell<(u64, u64, u64)> {
+        let s = &self.slots[(now_s % BUDGET_SECONDS) as usize];
+        if s.get().0 != now_s {
+            s.set((now_s, 0, 0));
+        }
+        s
+    }
+
+    fn request(&self) {
+        let s = self.slot(now_ms() / 1000);
+        let (t, r, x) = s.get();
+        s.set((t, r + 1, x));
+    }
+
+    /// Takes one retry from the budget, if the window has room for it.
+    fn try_retry(&self) -> bool {
+        let now_s = now_ms() / 1000;
+        let (requests, retries) = self
+            .slots
+            .iter()
+            .map(Cell::get)
+            .filter(|(t, _, _)| t + BUDGET_SECONDS > now_s)
+            .fold((0, 0), |(a, b), (_, r, x)| (a + r, b + x));
+        if retries >= BUDGET_FLOOR.max(requests * self.percent / 100) {
+            return false;
+        }
+        let s = self.slot(now_s);
+        let (t, r, x) = s.get();
+        s.set((t, r, x + 1));
+        true
+    }
+}
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -61,6 +112,7 @@ struct Endpoint {
 
 struct Service {
     endpoints: Vec<Endpoint>,
+    budget: Budget,
     shared: Arc<ServiceShared>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -136,6 +188,7 @@ impl Upstreams {
                         .map(|&addr| Endpoint { addr, idle: RefCell::new(Vec::new()) })
                         .collect(),
                     shared: sh.clone(),
+                    budget: Budget::new(s.retry.budget_percent),
                     connect_timeout: s.connect_timeout,
                     response_timeout: s.response_timeout,
                     metrics: metrics.service(&s.name),
@@ -186,6 +239,20 @@ impl Upstreams {
 
     pub fn shared(&self, service: usize) -> &ServiceShared {
         &self.services[service].shared
+    }
+
+    /// A request starts (for the retry budget).
+    pub fn count_request(&self, service: usize) {
+        self.services[service].budget.request();
+    }
+
+    /// Whether a request that reached an upstream may be sent again now, within the budget.
+    pub fn try_retry(&self, service: usize) -> bool {
+        let ok = self.services[service].budget.try_retry();
+        if !ok {
+            self.services[service].shared.budget_exhausted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
     }
 
     /// The next endpoint for `a` that is available (healthy, not ejected); `None` when none is.

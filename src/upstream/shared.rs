@@ -1,6 +1,6 @@
 //! What every shard shares of one service, lock-free: the round-robin position, the in-flight
-//! count for `max_concurrent`, the circuit breaker, the retry budget, and each endpoint's health
-//! (active checks) and ejection (outlier detection). Kept across a reload, by name, while the
+//! count for `max_concurrent`, the circuit breaker, and each endpoint's health (active checks),
+//! ejection (outlier detection) and load (for least_request). Kept across a reload, by name, while the
 //! service's settings and endpoints are unchanged.
 
 use std::net::SocketAddr;
@@ -48,10 +48,14 @@ impl EndpointShared {
         }
     }
 
-    /// Counts an attempt in flight here until the guard drops.
-    pub fn begin(&self) -> Active<'_> {
+    /// Counts an attempt in flight here until the guard drops (only least_request reads it, so
+    /// other services skip the shared write).
+    pub fn begin(&self, counted: bool) -> Active<'_> {
+        if !counted {
+            return Active(None);
+        }
         self.active.fetch_add(1, AcqRel);
-        Active(self)
+        Active(Some(self))
     }
 
     pub fn ejected(&self, now: u64) -> bool {
@@ -61,50 +65,6 @@ impl EndpointShared {
     /// Whether requests may go here: healthy by the active checks and not ejected.
     pub fn available(&self, now: u64) -> bool {
         self.healthy.load(Acquire) && !self.ejected(now)
-    }
-}
-
-/// Retries allowed as a share of requests over the last `BUDGET_SECONDS`, plus a floor so a
-/// quiet service can still retry (Finagle's and Envoy's retry budgets work this way).
-const BUDGET_SECONDS: u64 = 10;
-const BUDGET_FLOOR: u64 = 3;
-
-struct Budget {
-    percent: u64,
-    /// Per one-second slot: (second, requests, retries).
-    slots: [(AtomicU64, AtomicU64, AtomicU64); BUDGET_SECONDS as usize],
-}
-
-impl Budget {
-    fn slot(&self, now_s: u64) -> &(AtomicU64, AtomicU64, AtomicU64) {
-        let s = &self.slots[(now_s % BUDGET_SECONDS) as usize];
-        let seen = s.0.load(Acquire);
-        if seen != now_s && s.0.compare_exchange(seen, now_s, AcqRel, Acquire).is_ok() {
-            s.1.store(0, Release);
-            s.2.store(0, Release);
-        }
-        s
-    }
-
-    fn request(&self) {
-        self.slot(now_ms() / 1000).1.fetch_add(1, AcqRel);
-    }
-
-    /// Takes one retry from the budget, if the window has room for it.
-    fn try_retry(&self) -> bool {
-        let now_s = now_ms() / 1000;
-        let (mut requests, mut retries) = (0, 0);
-        for s in &self.slots {
-            if s.0.load(Acquire) + BUDGET_SECONDS > now_s {
-                requests += s.1.load(Acquire);
-                retries += s.2.load(Acquire);
-            }
-        }
-        if retries >= BUDGET_FLOOR.max(requests * self.percent / 100) {
-            return false;
-        }
-        self.slot(now_s).2.fetch_add(1, AcqRel);
-        true
     }
 }
 
@@ -120,7 +80,6 @@ pub struct ServiceShared {
     pub health: Option<HealthConfig>,
     outlier: Option<OutlierConfig>,
     pub retry: RetryConfig,
-    budget: Budget,
     max_concurrent: usize,
     pub(super) rr: AtomicUsize,
     in_flight: AtomicUsize,
@@ -146,10 +105,6 @@ impl ServiceShared {
             health: s.health.clone(),
             outlier: s.outlier.clone(),
             retry: s.retry.clone(),
-            budget: Budget {
-                percent: u64::from(s.retry.budget_percent),
-                slots: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0))),
-            },
             max_concurrent: s.max_concurrent,
             rr: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -221,20 +176,6 @@ impl ServiceShared {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
-    }
-
-    /// A request starts (for the retry budget).
-    pub fn count_request(&self) {
-        self.budget.request();
-    }
-
-    /// Whether a request that reached the upstream may be sent again now.
-    pub fn try_retry(&self) -> bool {
-        let ok = self.budget.try_retry();
-        if !ok {
-            self.budget_exhausted.fetch_add(1, Relaxed);
-        }
-        ok
     }
 
     /// Outlier detection: a run of `consecutive_failures` ejects the endpoint for `eject_for`
@@ -324,11 +265,13 @@ fn ring(addrs: &[SocketAddr], weights: &[u32]) -> Vec<(u64, u16)> {
 }
 
 /// An attempt counted in its endpoint's `active` until dropped.
-pub struct Active<'a>(&'a EndpointShared);
+pub struct Active<'a>(Option<&'a EndpointShared>);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, AcqRel);
+        if let Some(e) = self.0 {
+            e.active.fetch_sub(1, AcqRel);
+        }
     }
 }
 
