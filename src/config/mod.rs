@@ -109,6 +109,9 @@ pub struct Timeouts {
 
 #[derive(Debug, Clone)]
 pub struct UpstreamDefaults {
+    /// How often upstream host names are resolved again (a changed address set is applied as a
+    /// reload of the running config).
+    pub resolve_every: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
@@ -121,6 +124,9 @@ pub struct Service {
     pub upstreams: Vec<SocketAddr>,
     /// One per upstream, in the same order (1 unless set).
     pub weights: Vec<u32>,
+    /// The `upstreams` entries as written (host:port, weight): names are resolved again every
+    /// `upstream.resolve_every`.
+    pub entries: Vec<(String, u32)>,
     pub balance: Balance,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -167,6 +173,28 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig { attempts: 1, budget_percent: 20 }
+    }
+}
+
+impl Service {
+    /// The endpoints `entries` give now, by `resolve` (which maps "host:port" to its addresses);
+    /// `None` when that is what the service already has, or when a name resolves to nothing (a
+    /// failed lookup keeps the last known addresses rather than emptying the service).
+    pub fn re_resolved(&self, resolve: impl Fn(&str) -> Vec<SocketAddr>) -> Option<(Vec<SocketAddr>, Vec<u32>)> {
+        let (mut addrs, mut weights) = (Vec::new(), Vec::new());
+        for (entry, w) in &self.entries {
+            let found = resolve(entry);
+            if found.is_empty() {
+                return None;
+            }
+            for a in found {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                    weights.push(*w);
+                }
+            }
+        }
+        (addrs != self.upstreams || weights != self.weights).then_some((addrs, weights))
     }
 }
 
@@ -520,6 +548,7 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
 
     let u = &raw.upstream;
     let upstream = UpstreamDefaults {
+        resolve_every: c.duration("upstream.resolve_every", &u.resolve_every, Duration::from_secs(30)),
         connect_timeout: c.duration("upstream.connect_timeout", &u.connect_timeout, Duration::from_secs(3)),
         response_timeout: c.duration("upstream.response_timeout", &u.response_timeout, Duration::from_secs(60)),
         idle_timeout: c.duration("upstream.idle_timeout", &u.idle_timeout, Duration::from_secs(30)),
@@ -629,6 +658,7 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     };
     let mut upstreams = Vec::new();
     let mut weights = Vec::new();
+    let mut entries = Vec::new();
     match &rs.upstreams {
         None => c.err(format!("{p}.upstreams"), "missing", "list at least one host:port, e.g. upstreams = [\"127.0.0.1:3001\"]"),
         Some(list) if list.is_empty() => {
@@ -662,6 +692,7 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
                                 weights.push(weight);
                             }
                         }
+                        entries.push((a.clone(), weight));
                     }
                     _ => c.err(at, format!("`{a}` is not a reachable host:port"), "write it like \"127.0.0.1:3001\" or \"users.internal:80\""),
                 }
@@ -752,6 +783,7 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
         name,
         upstreams,
         weights,
+        entries,
         balance,
         connect_timeout: c.duration(&format!("{p}.connect_timeout"), &rs.connect_timeout, d.connect_timeout),
         response_timeout: c.duration(&format!("{p}.response_timeout"), &rs.response_timeout, d.response_timeout),

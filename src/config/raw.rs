@@ -185,6 +185,7 @@ pub struct RawTimeouts {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawUpstream {
+    pub resolve_every: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub idle_timeout: Option<String>,

@@ -99,6 +99,7 @@ impl Gateway {
         if let Some(l) = admin {
             admin::serve(l, reloader.clone());
         }
+        reload::start_resolver(reloader.clone());
         let mut threads = Vec::new();
         for id in 0..workers {
             let global = global.clone();

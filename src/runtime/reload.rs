@@ -133,3 +133,75 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     check("limits.max_head (above the buffer size set at start)", new.limits.max_head > o.read_buffer.max(old.limits.max_head));
     out
 }
+
+/// Re-resolves upstream host names every `upstream.resolve_every`, for as long as the gateway
+/// runs, when any entry is a name. A changed address set is applied as a reload of the running
+/// config (so every shard switches cleanly and idle connections to addresses that stayed are
+/// kept); a failed lookup keeps the last known addresses.
+pub fn start_resolver(reloader: Arc<Reloader>) {
+    let uses_names = |cfg: &Config| cfg.services.iter().flat_map(|s| &s.entries).any(|(e, _)| e.parse::<SocketAddr>().is_err());
+    if !uses_names(&reloader.global.published().cfg) {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("ringgate-resolve".into()).spawn(move || loop {
+        let every = reloader.global.published().cfg.upstream.resolve_every;
+        let wake = std::time::Instant::now() + every;
+        while std::time::Instant::now() < wake {
+            if reloader.global.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let current = reloader.global.published().cfg.clone();
+        if let Some(next) = re_resolved(&current, system_resolve) {
+            tracing::info!("upstream addresses changed; applying them");
+            let _ = reloader.reload_with(next);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the upstream resolver; names keep their first addresses");
+    }
+}
+
+fn system_resolve(entry: &str) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    entry.to_socket_addrs().map(|it| it.collect()).unwrap_or_default()
+}
+
+/// `cfg` with every service's endpoints resolved again by `resolve`, or `None` if nothing changed.
+fn re_resolved(cfg: &Config, resolve: impl Fn(&str) -> Vec<SocketAddr>) -> Option<Config> {
+    let mut next = cfg.clone();
+    let mut changed = false;
+    for s in &mut next.services {
+        if let Some((addrs, weights)) = s.re_resolved(&resolve) {
+            tracing::info!(service = %s.name, before = ?s.upstreams, after = ?addrs, "upstream addresses changed");
+            s.upstreams = addrs;
+            s.weights = weights;
+            changed = true;
+        }
+    }
+    changed.then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_address_set_is_a_new_config_and_a_failed_lookup_is_not() {
+        let cfg = Config::parse(
+            "[[services]]\nname = \"s\"\nupstreams = [\"localhost:80\", { addr = \"127.0.0.9:81\", weight = 2 }]\n\
+             [[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"s\"\n",
+        )
+        .unwrap();
+        let same = |e: &str| if e.starts_with("localhost") { cfg.services[0].upstreams[..cfg.services[0].upstreams.len() - 1].to_vec() } else { vec!["127.0.0.9:81".parse().unwrap()] };
+        assert!(re_resolved(&cfg, same).is_none());
+        let moved = |e: &str| if e.starts_with("localhost") { vec!["127.0.0.5:80".parse().unwrap(), "127.0.0.6:80".parse().unwrap()] } else { vec!["127.0.0.9:81".parse().unwrap()] };
+        let next = re_resolved(&cfg, moved).expect("a change");
+        let want: Vec<SocketAddr> = ["127.0.0.5:80", "127.0.0.6:80", "127.0.0.9:81"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(next.services[0].upstreams, want);
+        assert_eq!(next.services[0].weights, vec![1, 1, 2]);
+        let failing = |e: &str| if e.starts_with("localhost") { Vec::new() } else { vec!["127.0.0.9:81".parse().unwrap()] };
+        assert!(re_resolved(&cfg, failing).is_none(), "a failed lookup keeps the last addresses");
+    }
+}
