@@ -304,3 +304,34 @@ fn a_route_timeout_bounds_the_whole_upstream_exchange() {
     assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"));
     assert!(took >= Duration::from_millis(280) && took < Duration::from_millis(1000), "{took:?}");
 }
+
+#[test]
+fn retry_conditions_are_named_and_responses_are_not_retried() {
+    let base = |retry: &str| {
+        format!(
+            "[[services]]\nname = \"s\"\nupstreams = [\"127.0.0.1:1\"]\n[services.retry]\n{retry}\n[[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"s\"\n"
+        )
+    };
+    let err = ringgate::config::Config::parse(&base("on = [\"connect\", \"503\"]")).unwrap_err().to_string();
+    assert!(err.contains("services[0].retry.on[1]") && err.contains("reached the application"), "{err}");
+    assert!(ringgate::config::Config::parse(&base("on = [\"connect\", \"reset\"]\nbackoff = \"25ms\"")).is_ok());
+}
+
+#[test]
+fn without_reset_in_on_a_dropped_request_is_not_sent_again() {
+    let drop_a = Upstream::start(|c| {
+        let _ = c.read_request();
+    });
+    let drop_b = Upstream::start(|c| {
+        let _ = c.read_request();
+    });
+    let gw = Gw::start(&two_endpoint_config(&drop_a, &drop_b, "[services.retry]\non = [\"connect\"]"));
+    assert_eq!(get(gw.addr, "/").status, 502);
+    assert_eq!(drop_a.requests().len() + drop_b.requests().len(), 1);
+    // With reset (the default), it is sent once more, to the other endpoint, after the backoff.
+    let gw = Gw::start(&two_endpoint_config(&drop_a, &drop_b, "[services.retry]\nbackoff = \"100ms\""));
+    let started = Instant::now();
+    assert_eq!(get(gw.addr, "/").status, 502);
+    assert!(started.elapsed() >= Duration::from_millis(50), "no backoff: {:?}", started.elapsed());
+    assert_eq!(drop_a.requests().len() + drop_b.requests().len(), 3);
+}

@@ -168,11 +168,18 @@ pub struct RetryConfig {
     /// Retries at most this percent of the service's requests (over the last seconds), so an
     /// outage is not multiplied by retries.
     pub budget_percent: u32,
+    /// Connect failures (refused, reset or timed out while connecting) move on to the next
+    /// endpoint.
+    pub on_connect: bool,
+    /// A request whose connection closed or reset before any response byte is sent again.
+    pub on_reset: bool,
+    /// The first resend waits this long (jittered, doubling after); zero for none.
+    pub backoff: Duration,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { attempts: 1, budget_percent: 20 }
+        RetryConfig { attempts: 1, budget_percent: 20, on_connect: true, on_reset: true, backoff: Duration::ZERO }
     }
 }
 
@@ -774,10 +781,34 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
     let d_retry = RetryConfig::default();
     let retry = match &rs.retry {
         None => d_retry,
-        Some(r) => RetryConfig {
-            attempts: c.int(&format!("{p}.retry.attempts"), r.attempts, d_retry.attempts.into(), 0, 10) as u32,
-            budget_percent: c.int(&format!("{p}.retry.budget"), r.budget, d_retry.budget_percent.into(), 0, 100) as u32,
-        },
+        Some(r) => {
+            let (mut on_connect, mut on_reset) = (d_retry.on_connect, d_retry.on_reset);
+            if let Some(on) = &r.on {
+                (on_connect, on_reset) = (false, false);
+                for (j, cond) in on.iter().enumerate() {
+                    match cond.as_str() {
+                        "connect" => on_connect = true,
+                        "reset" => on_reset = true,
+                        "502" | "503" | "504" => c.err(
+                            format!("{p}.retry.on[{j}]"),
+                            format!("`{cond}` is a response: the request reached the application, which may have acted on it"),
+                            "retry on \"connect\" and \"reset\" (no response byte arrived); answer 5xx fast with [services.breaker] instead",
+                        ),
+                        other => c.err(format!("{p}.retry.on[{j}]"), format!("unknown condition `{other}`"), "use \"connect\" or \"reset\""),
+                    }
+                }
+            }
+            RetryConfig {
+                attempts: c.int(&format!("{p}.retry.attempts"), r.attempts, d_retry.attempts.into(), 0, 10) as u32,
+                budget_percent: c.int(&format!("{p}.retry.budget"), r.budget, d_retry.budget_percent.into(), 0, 100) as u32,
+                on_connect,
+                on_reset,
+                backoff: match &r.backoff {
+                    None => d_retry.backoff,
+                    Some(_) => c.duration(&format!("{p}.retry.backoff"), &r.backoff, d_retry.backoff),
+                },
+            }
+        }
     };
     Some(Service {
         name,

@@ -227,7 +227,9 @@ pub struct RawOutlier {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRetry {
     pub attempts: Option<i64>,
+    pub on: Option<Vec<String>>,
     pub budget: Option<i64>,
+    pub backoff: Option<String>,
 }
 
 /// One `upstreams` entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.

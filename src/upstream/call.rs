@@ -118,7 +118,8 @@ where
     // Sends again of a request that reached an upstream: at most `retry.attempts`, each within
     // the service's retry budget.
     let mut resends = shared.retry.attempts;
-    let mut resend = req.replayable && resends > 0;
+    let mut resend = req.replayable && resends > 0 && shared.retry.on_reset;
+    let mut waited = 0u32;
     let mut new_only = false;
     let mut last: (Option<SocketAddr>, Option<i32>) = (None, None);
     loop {
@@ -152,6 +153,7 @@ where
                 resends -= 1;
                 resend = resends > 0;
                 new_only = attempts.untried() == 0;
+                backoff(shared.retry.backoff, &mut waited, give_up).await;
                 continue;
             }
             return Err(CallError { os_error: os, ..fail(ProxyError::UpstreamClosed) });
@@ -176,12 +178,27 @@ where
                     resends -= 1;
                     resend = resends > 0;
                     new_only = attempts.untried() == 0;
+                    backoff(shared.retry.backoff, &mut waited, give_up).await;
                     continue;
                 }
                 return Err(fail(err));
             }
         }
     }
+}
+
+/// Waits before a resend: `base` doubled per earlier resend, jittered to 50–150 %, never past
+/// `give_up`.
+async fn backoff(base: Duration, waited: &mut u32, give_up: Instant) {
+    if base.is_zero() {
+        return;
+    }
+    let nominal = base.saturating_mul(1 << (*waited).min(6));
+    *waited += 1;
+    let jitter = 50 + super::next_random() % 101;
+    let d = nominal.mul_f64(jitter as f64 / 100.0);
+    let until = (Instant::now() + d).min(give_up);
+    monoio::time::sleep_until(until.into()).await;
 }
 
 impl Exchange<'_> {
@@ -261,7 +278,7 @@ async fn connect(
                 *last = (Some(ups.addr(service, ep)), os);
                 let outcome = if e == ProxyError::ConnectTimeout { Outcome::ConnectTimeout } else { Outcome::ConnectFailed };
                 ups.report(service, ep, outcome);
-                if attempts.untried() == 0 || Instant::now() >= give_up {
+                if attempts.untried() == 0 || Instant::now() >= give_up || !ups.shared(service).retry.on_connect {
                     return Err(e);
                 }
             }

@@ -24,7 +24,7 @@ mod shared;
 pub use shared::{fnv1a, now_ms, ServiceShared};
 
 /// A shard-local xorshift for balancing choices (no lock, no syscall).
-fn next_random() -> u64 {
+pub(crate) fn next_random() -> u64 {
     thread_local!(static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed()));
     fn seed() -> u64 {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
