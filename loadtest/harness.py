@@ -200,13 +200,16 @@ def start_stub(procs, binary, name, body_size=256, delay_ms=0, timeout=10.0, pre
     die(f"stub {name} printed no port within {timeout:.0f} s:\n{procs.log_tail(proc)}")
 
 
-def gateway_config(port, upstream_ports, drain=None, extra=""):
+def gateway_config(port, upstream_ports, drain=None, extra="", service=""):
     """The gateway's TOML: one shard, one service "svc" with the given
-    endpoints (round robin) routed at /api; any other path gets the gateway's
-    own 404. `drain` sets [timeouts] drain (e.g. "5s"); `extra` is appended
-    (further tables such as [admin] or [log])."""
+    endpoints (round robin unless `service` says otherwise) routed at /api;
+    any other path gets the gateway's own 404. `drain` sets [timeouts] drain
+    (e.g. "5s"); `service` goes right after the service's `upstreams` (its
+    further keys and tables, e.g. balance and [services.breaker]); `extra` is
+    appended (further tables such as [admin] or [log])."""
     upstreams = ", ".join(f'"{HOST}:{p}"' for p in upstream_ports)
     timeouts = f'\n[timeouts]\ndrain = "{drain}"\n' if drain else ""
+    service = f"{service.rstrip()}\n" if service else ""
     return f"""[server]
 listen = ["{HOST}:{port}"]
 workers = 1
@@ -215,7 +218,7 @@ pin_cores = false
 [[services]]
 name = "svc"
 upstreams = [{upstreams}]
-
+{service}
 [[routes]]
 name = "all"
 paths = ["/api"]
@@ -223,17 +226,19 @@ service = "svc"
 """ + (f"\n{extra}" if extra else "")
 
 
-def start_gateway(procs, binary, upstream_ports, drain=None, attempts=3, timeout=10.0, extra="", prefix=()):
+def start_gateway(procs, binary, upstream_ports, drain=None, attempts=3, timeout=10.0, extra="", prefix=(),
+                  service=""):
     """Write a config, validate it with `BIN check`, start `BIN serve` and
     wait until it answers HTTP; return (proc, port, config_path). A port taken
     by someone else between picking and binding is retried on a new one.
     `extra` is TOML appended to the config, or a function of the port that
-    returns it (called per attempt); `prefix` goes in front of the command."""
+    returns it (called per attempt); `service` is the service's further keys
+    and tables (see gateway_config); `prefix` goes in front of the command."""
     for attempt in range(1, attempts + 1):
         port = free_port()
         config = os.path.join(procs.workdir, f"gateway-{port}.toml")
         with open(config, "w") as f:
-            f.write(gateway_config(port, upstream_ports, drain, extra(port) if callable(extra) else extra))
+            f.write(gateway_config(port, upstream_ports, drain, extra(port) if callable(extra) else extra, service))
         check = subprocess.run([binary, "check", "--config", config], capture_output=True, text=True)
         if check.returncode != 0:
             die(f"`{binary} check` rejected {config}:\n{check.stdout}{check.stderr}")

@@ -88,6 +88,9 @@ SCENARIO_NOTES=()
 SCENARIO_WRK_LUA=""
 SCENARIO_WRK_ARGS=()
 SCENARIO_NGINX_ACCESS_LOG="access_log off;"  # http-level nginx directives for its access log
+SCENARIO_STUBS=1          # stub upstreams to start; all are the service's endpoints (ringgate) and
+                          # the upstream block's servers (nginx)
+SCENARIO_NGINX_UPSTREAM="" # extra directives in nginx's upstream block (e.g. least_conn;)
 # shellcheck source=scenarios/plain.sh
 source "$HERE/scenarios/$SCENARIO.sh"
 
@@ -336,19 +339,42 @@ if [[ -n $SCENARIO_WRK_LUA ]]; then
     WRK_TAIL=(-- "${SCENARIO_WRK_ARGS[@]}")
 fi
 
-read -r GATEWAY_PORT NGINX_PORT STUB_PORT < <(free_ports 3)
+[[ $SCENARIO_STUBS =~ ^[1-9][0-9]*$ ]] || die "scenario $SCENARIO: SCENARIO_STUBS must be >= 1, got '$SCENARIO_STUBS'"
+read -r GATEWAY_PORT NGINX_PORT < <(free_ports 2)
+read -ra STUB_PORTS <<<"$(free_ports "$SCENARIO_STUBS")"
+STUB_PORT=${STUB_PORTS[0]}  # the first stub: the one --direct loads
 
-# The stub upstream; --workers only if this build's stub has the option.
-stub_args=(stub --listen "127.0.0.1:$STUB_PORT" --body-size "$BODY_SIZE")
+# The stub upstreams (SCENARIO_STUBS of them, 1 unless the scenario says
+# otherwise); --workers only if this build's stub has the option. The first
+# is named "stub" (the default), the others stub2, stub3, ... (echoed in the
+# JSON body, so a scenario can tell which one answered).
 stub_help=$("$BIN" stub --help 2>&1 || true)
-if [[ $stub_help == *--workers* ]]; then stub_args+=(--workers 1); fi
-start_bg stub "${LOADGEN_PIN[@]}" "$BIN" "${stub_args[@]}"
-STUB_PID=$STARTED_PID
-wait_http stub "$STUB_PID" "$STUB_PORT"
-log "stub upstream on 127.0.0.1:$STUB_PORT (pid $STUB_PID, CPUs $(cpus_of "$STUB_PID"))"
+STUB_PIDS=()
+UPSTREAMS_TOML=""
+UPSTREAM_SERVERS=""
+for ((i = 0; i < SCENARIO_STUBS; i++)); do
+    port=${STUB_PORTS[i]}
+    name=stub
+    ((i == 0)) || name="stub$((i + 1))"
+    stub_args=(stub --listen "127.0.0.1:$port" --body-size "$BODY_SIZE")
+    ((i == 0)) || stub_args+=(--name "$name")
+    if [[ $stub_help == *--workers* ]]; then stub_args+=(--workers 1); fi
+    start_bg "$name" "${LOADGEN_PIN[@]}" "$BIN" "${stub_args[@]}"
+    STUB_PIDS+=("$STARTED_PID")
+    wait_http "$name" "$STARTED_PID" "$port"
+    log "stub upstream $name on 127.0.0.1:$port (pid $STARTED_PID, CPUs $(cpus_of "$STARTED_PID"))"
+    UPSTREAMS_TOML+="${UPSTREAMS_TOML:+, }\"127.0.0.1:$port\""
+    UPSTREAM_SERVERS+="${UPSTREAM_SERVERS:+$'\n'        }server 127.0.0.1:$port;"
+done
+STUB_PID=${STUB_PIDS[0]}
 
+# The service's further keys and tables (balance, [services.breaker], ...),
+# from the scenario if it defines scenario_gateway_service; none by default.
+SERVICE_TOML=""
+if declare -F scenario_gateway_service >/dev/null; then SERVICE_TOML=$(scenario_gateway_service); fi
 render "$HERE/gateway.toml.tmpl" \
-    PORT="$GATEWAY_PORT" UPSTREAM_PORT="$STUB_PORT" ROUTES="$(scenario_gateway_routes)" \
+    PORT="$GATEWAY_PORT" UPSTREAMS="$UPSTREAMS_TOML" SERVICE="$SERVICE_TOML" \
+    ROUTES="$(scenario_gateway_routes)" \
     >"$WORK/gateway.toml"
 start_bg ringgate "${GATEWAY_PIN[@]}" "$BIN" serve --config "$WORK/gateway.toml"
 GATEWAY_PID=$STARTED_PID
@@ -369,7 +395,8 @@ if ((WITH_NGINX)); then
     user_directive=""
     if ((EUID == 0)); then user_directive="user nobody $(id -gn nobody);"; fi
     render "$HERE/nginx.conf.tmpl" \
-        PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_PORT="$STUB_PORT" \
+        PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_SERVERS="$UPSTREAM_SERVERS" \
+        UPSTREAM_EXTRA="$SCENARIO_NGINX_UPSTREAM" \
         USER_DIRECTIVE="$user_directive" CPU_AFFINITY="$NGINX_AFFINITY" \
         WORKER_CONNECTIONS="$worker_conns" RLIMIT_NOFILE="$(ulimit -n)" \
         LOCATIONS="$(scenario_nginx_locations)" ACCESS_LOG="$SCENARIO_NGINX_ACCESS_LOG" \

@@ -380,11 +380,20 @@ pub fn response_head(
 
 /// A bodiless answer made by the gateway itself (a CORS preflight's 204).
 pub fn reply_head(out: &mut Vec<u8>, status: u16, extra: &[u8], request_id: &[u8], keep_alive: bool) {
+    status_line(out, status);
+    head_end(out, extra, request_id, keep_alive);
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// The lines every gateway-made head ends with: `extra`, the close, the request id, CRLF.
+fn head_end(out: &mut Vec<u8>, extra: &[u8], request_id: &[u8], keep_alive: bool) {
     out.extend_from_slice(extra);
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -407,21 +416,12 @@ pub struct BodyResponse<'a> {
 
 pub fn body_response(out: &mut Vec<u8>, r: &BodyResponse) {
     let BodyResponse { status, content_type, body, extra, request_id, keep_alive, head_only } = *r;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    put_u64(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     put_field(out, b"Content-Type", content_type);
     out.extend_from_slice(b"Content-Length: ");
     put_u64(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(extra);
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    put_field(out, b"X-Request-Id", request_id);
-    out.extend_from_slice(b"\r\n");
+    head_end(out, extra, request_id, keep_alive);
     if !head_only {
         out.extend_from_slice(body);
     }

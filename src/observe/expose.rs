@@ -108,6 +108,25 @@ impl Out {
         self.sample(&format!("{name}_count"), labels, h.len());
     }
 
+    /// `{base}_seconds` (a histogram) and `{base}_quantile_seconds` (gauges), one series per
+    /// `(label value, histogram, sum in µs)`.
+    fn durations(&mut self, base: &str, key: &str, what: &str, items: &[(&str, Option<&Histogram<u64>>, u64)]) {
+        let hist = format!("{base}_seconds");
+        self.family(&hist, "histogram", &format!("Time from {what}, by {key}."));
+        for (name, h, sum) in items {
+            if let Some(h) = h {
+                self.histogram(&hist, &format!("{key}=\"{}\"", label(name)), h, *sum);
+            }
+        }
+        let q = format!("{base}_quantile_seconds");
+        self.family(&q, "gauge", &format!("Quantiles of the time from {what} since start, by {key} (from merged hdrhistograms)."));
+        for (name, h, _) in items {
+            if let Some(h) = h {
+                self.quantiles(&q, &format!("{key}=\"{}\"", label(name)), h);
+            }
+        }
+    }
+
     fn quantiles(&mut self, name: &str, labels: &str, h: &Histogram<u64>) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (q, text) in QUANTILES {
@@ -194,18 +213,8 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
             o.sample("ringgate_requests_total", &format!("route=\"{}\",method=\"{m}\",code=\"{code}\"", label(name)), n);
         }
     }
-    o.family("ringgate_request_duration_seconds", "histogram", "Time from a request's first byte to its last response byte, by route.");
-    for (name, a) in &routes {
-        if let Some(h) = &a.hist {
-            o.histogram("ringgate_request_duration_seconds", &format!("route=\"{}\"", label(name)), h, a.sum_us);
-        }
-    }
-    o.family("ringgate_request_duration_quantile_seconds", "gauge", "Request duration quantiles since start, by route (from merged hdrhistograms).");
-    for (name, a) in &routes {
-        if let Some(h) = &a.hist {
-            o.quantiles("ringgate_request_duration_quantile_seconds", &format!("route=\"{}\"", label(name)), h);
-        }
-    }
+    let route_hists: Vec<_> = routes.iter().map(|(n, a)| (*n, a.hist.as_ref(), a.sum_us)).collect();
+    o.durations("ringgate_request_duration", "route", "a request's first byte to its last response byte", &route_hists);
     o.family("ringgate_request_bytes_total", "counter", "Bytes received from clients (heads and bodies), by route.");
     for (name, a) in &routes {
         o.sample("ringgate_request_bytes_total", &format!("route=\"{}\"", label(name)), a.bytes_in);
@@ -215,18 +224,8 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         o.sample("ringgate_response_bytes_total", &format!("route=\"{}\"", label(name)), a.bytes_out);
     }
 
-    o.family("ringgate_upstream_duration_seconds", "histogram", "Time from sending a request upstream to its last response byte, by service.");
-    for (name, a) in &services {
-        if let Some(h) = &a.hist {
-            o.histogram("ringgate_upstream_duration_seconds", &format!("service=\"{}\"", label(name)), h, a.sum_us);
-        }
-    }
-    o.family("ringgate_upstream_duration_quantile_seconds", "gauge", "Upstream duration quantiles since start, by service.");
-    for (name, a) in &services {
-        if let Some(h) = &a.hist {
-            o.quantiles("ringgate_upstream_duration_quantile_seconds", &format!("service=\"{}\"", label(name)), h);
-        }
-    }
+    let service_hists: Vec<_> = services.iter().map(|(n, a)| (*n, a.hist.as_ref(), a.sum_us)).collect();
+    o.durations("ringgate_upstream_duration", "service", "sending a request upstream to its last response byte", &service_hists);
     // Each family's samples stay together, as both formats require.
     type Pick = fn(&ServiceAgg) -> Vec<(&'static str, u64)>;
     let families: [(&str, &str, Pick); 4] = [
