@@ -95,6 +95,33 @@ pub struct AccessLog {
     tx: SyncSender<Vec<u8>>,
     buf: RefCell<Vec<u8>>,
     lines: Cell<u64>,
+    clock: RefCell<Clock>,
+}
+
+/// The formatted date and time of the current second, so a line formats only its milliseconds.
+#[derive(Default)]
+pub struct Clock {
+    second: u64,
+    text: Vec<u8>,
+}
+
+impl Clock {
+    /// Appends `2026-11-30T22:40:13.123Z` for `t`.
+    fn put(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.text.is_empty() || self.second != d.as_secs() {
+            self.second = d.as_secs();
+            self.text.clear();
+            date_time(&mut self.text, self.second);
+        }
+        out.extend_from_slice(&self.text);
+        out.push(b'.');
+        let milli = d.subsec_millis();
+        out.push(b'0' + (milli / 100) as u8);
+        out.push(b'0' + (milli / 10 % 10) as u8);
+        out.push(b'0' + (milli % 10) as u8);
+        out.push(b'Z');
+    }
 }
 
 /// One request as the access log records it.
@@ -119,7 +146,7 @@ pub struct Line<'a> {
 
 impl AccessLog {
     pub fn new(tx: SyncSender<Vec<u8>>) -> AccessLog {
-        AccessLog { tx, buf: RefCell::new(Vec::with_capacity(FLUSH_AT * 2)), lines: Cell::new(0) }
+        AccessLog { tx, buf: RefCell::new(Vec::with_capacity(FLUSH_AT * 2)), lines: Cell::new(0), clock: RefCell::default() }
     }
 
     /// Formats one line into the shard's buffer (or drops and counts it when the buffer is full).
@@ -129,7 +156,7 @@ impl AccessLog {
             metrics.log_dropped.set(metrics.log_dropped.get() + 1);
             return;
         }
-        format_line(&mut buf, l, SystemTime::now());
+        format_line(&mut buf, l, SystemTime::now(), &mut self.clock.borrow_mut());
         self.lines.set(self.lines.get() + 1);
         let full = buf.len() >= FLUSH_AT;
         drop(buf);
@@ -159,6 +186,12 @@ impl AccessLog {
 
 /// Appends `v` as the inside of a JSON string.
 fn json_str(out: &mut Vec<u8>, v: &[u8]) {
+    let plain = |b: u8| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\';
+    // Most fields need no escaping: copy them whole.
+    if v.iter().all(|&b| plain(b)) {
+        out.extend_from_slice(v);
+        return;
+    }
     for &b in v {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -189,10 +222,8 @@ fn ms(out: &mut Vec<u8>, us: u64) {
     out.push(b'0' + (frac % 10) as u8);
 }
 
-/// `2026-11-30T22:40:13.123Z`
-fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+/// `2026-11-30T22:40:13` for a unix time in seconds.
+fn date_time(out: &mut Vec<u8>, secs: u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -219,21 +250,42 @@ fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     two(out, rem / 60 % 60);
     out.push(b':');
     two(out, rem % 60);
-    out.push(b'.');
-    let milli = d.subsec_millis() as u64;
-    out.push(b'0' + (milli / 100) as u8);
-    two(out, milli % 100);
-    out.push(b'Z');
 }
 
-pub fn format_line(out: &mut Vec<u8>, l: &Line, now: SystemTime) {
+/// An address as text without the formatting machinery for the common IPv4 case.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, u64::from(*o));
+            }
+        }
+        IpAddr::V6(_) => out.extend_from_slice(crate::http::write::ip_text(ip).as_bytes()),
+    }
+}
+
+fn put_socket_addr(out: &mut Vec<u8>, a: std::net::SocketAddr) {
+    if a.is_ipv6() {
+        out.push(b'[');
+        put_ip(out, a.ip());
+        out.push(b']');
+    } else {
+        put_ip(out, a.ip());
+    }
+    out.push(b':');
+    num(out, u64::from(a.port()));
+}
+
+pub fn format_line(out: &mut Vec<u8>, l: &Line, now: SystemTime, clock: &mut Clock) {
     out.extend_from_slice(b"{\"time\":\"");
-    rfc3339(out, now);
+    clock.put(out, now);
     out.extend_from_slice(b"\",\"request_id\":\"");
     json_str(out, l.request_id);
     out.extend_from_slice(b"\",\"client_ip\":\"");
-    let ip = crate::http::write::ip_text(l.client_ip);
-    out.extend_from_slice(ip.as_bytes());
+    put_ip(out, l.client_ip);
     out.extend_from_slice(b"\",\"method\":\"");
     json_str(out, l.method.as_bytes());
     out.extend_from_slice(b"\",\"path\":\"");
@@ -251,9 +303,8 @@ pub fn format_line(out: &mut Vec<u8>, l: &Line, now: SystemTime) {
     out.extend_from_slice(b"\",\"upstream\":");
     match l.upstream {
         Some(a) => {
-            use std::io::Write as _;
             out.push(b'"');
-            let _ = write!(out, "{a}");
+            put_socket_addr(out, a);
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -323,7 +374,7 @@ mod tests {
             traceparent: b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         };
         let mut out = Vec::new();
-        format_line(&mut out, &l, UNIX_EPOCH + Duration::from_millis(1_764_542_413_123));
+        format_line(&mut out, &l, UNIX_EPOCH + Duration::from_millis(1_764_542_413_123), &mut Clock::default());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["time"], "2025-11-30T22:40:13.123Z");
         assert_eq!(v["path"], "/a\"b\u{1}\u{ff}");
@@ -335,10 +386,25 @@ mod tests {
 
     #[test]
     fn civil_dates_are_right_across_leap_years() {
+        let mut clock = Clock::default();
         for (secs, want) in [(0u64, "1970-01-01T00:00:00.000Z"), (951_782_400, "2000-02-29T00:00:00.000Z"), (4_107_542_399, "2100-02-28T23:59:59.000Z")] {
             let mut out = Vec::new();
-            rfc3339(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
+            clock.put(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
             assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+        // Within one second only the milliseconds change.
+        let mut out = Vec::new();
+        clock.put(&mut out, UNIX_EPOCH + Duration::from_millis(4_107_542_399_042));
+        assert_eq!(String::from_utf8(out).unwrap(), "2100-02-28T23:59:59.042Z");
+    }
+
+    #[test]
+    fn addresses_are_written_like_their_display() {
+        for a in ["192.0.2.1:80", "10.20.30.40:65535", "[2001:db8::1]:443", "[::ffff:192.0.2.1]:8080"] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            put_socket_addr(&mut out, addr);
+            assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
         }
     }
 }
