@@ -112,9 +112,10 @@ where
     P: FnMut(&mut ReadBuf, &mut Vec<u8>) -> Result<Option<Head<T>>, ProxyError>,
 {
     let mut attempts = ups.attempts(req.service, req.key);
-    let give_up = req.deadline.unwrap_or_else(|| Instant::now() + ups.retry_window(req.service));
+    let started = Instant::now();
+    let give_up = req.deadline.unwrap_or_else(|| started + ups.retry_window(req.service));
     let shared = ups.shared(req.service);
-    ups.count_request(req.service);
+    ups.count_request(req.service, started);
     // Sends again of a request that reached an upstream: at most `retry.attempts`, each within
     // the service's retry budget.
     let mut resends = shared.retry.attempts;

@@ -75,8 +75,8 @@ impl Budget {
         s
     }
 
-    fn request(&self) {
-        let s = self.slot(now_ms() / 1000);
+    fn request(&self, now_ms: u64) {
+        let s = self.slot(now_ms / 1000);
         let (t, r, x) = s.get();
         s.set((t, r + 1, x));
     }
@@ -241,9 +241,9 @@ impl Upstreams {
         &self.services[service].shared
     }
 
-    /// A request starts (for the retry budget).
-    pub fn count_request(&self, service: usize) {
-        self.services[service].budget.request();
+    /// A request starts at `at` (for the retry budget).
+    pub fn count_request(&self, service: usize, at: Instant) {
+        self.services[service].budget.request(shared::ms_at(at));
     }
 
     /// Whether a request that reached an upstream may be sent again now, within the budget.
@@ -258,6 +258,9 @@ impl Upstreams {
     /// The next endpoint for `a` that is available (healthy, not ejected); `None` when none is.
     pub fn pick(&self, a: &mut Attempts) -> Option<usize> {
         let s = &self.services[a.service];
+        if s.shared.always_available {
+            return Some(a.next_endpoint());
+        }
         let now = shared::now_ms();
         (0..a.count).map(|_| a.next_endpoint()).find(|&ep| s.shared.endpoints[ep].available(now))
     }

@@ -13,8 +13,13 @@ use crate::config::{Balance, HealthConfig, OutlierConfig, RetryConfig, Service};
 
 /// Milliseconds since a process-wide monotonic epoch.
 pub fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// `t` in the same milliseconds as `now_ms`, for a caller that already read the clock.
+pub fn ms_at(t: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    t.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_millis() as u64
 }
 
 /// One endpoint as every shard sees it.
@@ -79,6 +84,9 @@ pub struct ServiceShared {
     pub endpoints: Vec<EndpointShared>,
     pub health: Option<HealthConfig>,
     outlier: Option<OutlierConfig>,
+    /// Without health checks or outlier detection every endpoint is always available, and
+    /// picking one needs no clock read.
+    pub always_available: bool,
     pub retry: RetryConfig,
     max_concurrent: usize,
     pub(super) rr: AtomicUsize,
@@ -104,6 +112,7 @@ impl ServiceShared {
             endpoints: s.upstreams.iter().zip(s.weights.iter().chain(std::iter::repeat(&1))).map(|(&a, &w)| EndpointShared::new(a, w)).collect(),
             health: s.health.clone(),
             outlier: s.outlier.clone(),
+            always_available: s.health.is_none() && s.outlier.is_none(),
             retry: s.retry.clone(),
             max_concurrent: s.max_concurrent,
             rr: AtomicUsize::new(0),
