@@ -221,3 +221,19 @@ fn with_health_checks_and_retries_killing_one_of_two_endpoints_costs_no_request(
     assert!(total > 500, "only {total} requests");
     assert_eq!(failed, 0, "{failed} of {total} failed");
 }
+
+#[test]
+fn without_a_budget_every_dropped_idempotent_request_is_resent() {
+    // The default sets no retry budget: one endpoint closing connections unanswered costs no
+    // request, however many (a budget of 20 % would fail the rest).
+    let drop = Upstream::start(|c| {
+        let _ = c.read_request();
+    });
+    let good = Upstream::ok(b"ok");
+    let gw = Gw::start(&config(&[drop.addr, good.addr], "", ""));
+    let mut c = Client::connect(gw.addr);
+    for i in 0..60 {
+        assert_eq!(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200, "request {i}");
+    }
+    assert!(drop.requests().len() >= 20, "round robin reached the dropping endpoint");
+}

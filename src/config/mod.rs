@@ -166,7 +166,8 @@ pub struct RetryConfig {
     /// exists); connect failures walk every endpoint once whatever this says.
     pub attempts: u32,
     /// Retries at most this percent of the service's requests (over the last seconds), so an
-    /// outage is not multiplied by retries.
+    /// outage is not multiplied by retries. 100 (the default) sets no budget: with one resend
+    /// allowed, a service with one endpoint closing connections loses no request.
     pub budget_percent: u32,
     /// Connect failures (refused, reset or timed out while connecting) move on to the next
     /// endpoint.
@@ -179,7 +180,7 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { attempts: 1, budget_percent: 20, on_connect: true, on_reset: true, backoff: Duration::ZERO }
+        RetryConfig { attempts: 1, budget_percent: 100, on_connect: true, on_reset: true, backoff: Duration::ZERO }
     }
 }
 
