@@ -34,6 +34,16 @@
 #                             returns non-zero to stop the run with an error
 #                             (see mixed.sh, which checks responses against
 #                             requests)
+#   SCENARIO_STUBS            how many stub upstreams run.sh starts (default
+#                             1; named stub, stub2, ... in their JSON bodies);
+#                             all of them are the endpoints of ringgate's
+#                             service and the servers of nginx's upstream
+#                             block (see resilient.sh)
+#   scenario_gateway_service  prints the service's further keys and tables
+#                             (balance, [services.breaker], ...), put right
+#                             after its `upstreams` line (see resilient.sh)
+#   SCENARIO_NGINX_UPSTREAM   extra directives in nginx's upstream block,
+#                             e.g. "least_conn;" (default none)
 # The functions may use run.sh's own functions and variables (log, die, HERE,
 # ROOT, WORK). A new scenario is a new file next to this one; helpers shared
 # by several scenarios go in lib/, which is not listed as a scenario.
