@@ -70,35 +70,9 @@ from harness import HOST, HttpConn, HttpError  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# The "on" variant's service tables (the same as scenarios/resilient.sh).
-RESILIENCE_TOML = """balance = "least_request"
-
-[services.breaker]
-window = "10s"
-min_requests = 20
-error_rate = 50
-open_for = "30s"
-half_open_requests = 3
-fallback = { status = 503, content_type = "application/json", body = '{"error":"bench temporarily unavailable"}' }
-
-[services.outlier]
-consecutive_failures = 5
-eject_for = "30s"
-max_ejected_percent = 50
-
-[services.health]
-path = "/healthz"
-interval = "2s"
-timeout = "1s"
-healthy_after = 2
-unhealthy_after = 3
-
-[services.retry]
-attempts = 1
-budget = 20
-on = ["connect", "reset"]
-backoff = "25ms"
-"""
+# The "on" variant's service tables, shared with scenarios/resilient.sh.
+with open(os.path.join(HERE, "scenarios", "lib", "resilience.toml")) as _f:
+    RESILIENCE_TOML = _f.read()
 
 
 # ------------------------------------------------- the failing upstream ----

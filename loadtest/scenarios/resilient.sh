@@ -47,35 +47,7 @@ fi
 
 scenario_gateway_service() {
     [[ $RESILIENT == on ]] || return 0
-    cat <<'TOML'
-balance = "least_request"
-
-[services.breaker]
-window = "10s"
-min_requests = 20
-error_rate = 50
-open_for = "30s"
-half_open_requests = 3
-fallback = { status = 503, content_type = "application/json", body = '{"error":"bench temporarily unavailable"}' }
-
-[services.outlier]
-consecutive_failures = 5
-eject_for = "30s"
-max_ejected_percent = 50
-
-[services.health]
-path = "/healthz"
-interval = "2s"
-timeout = "1s"
-healthy_after = 2
-unhealthy_after = 3
-
-[services.retry]
-attempts = 1
-budget = 20
-on = ["connect", "reset"]
-backoff = "25ms"
-TOML
+    cat "$HERE/scenarios/lib/resilience.toml"
 }
 
 # Before any load: 40 requests answered 200, by both stubs (each echoes its
