@@ -185,18 +185,27 @@ impl AccessLog {
 }
 
 /// Appends `v` as the inside of a JSON string.
-fn json_str(out: &mut Vec<u8>, v: &[u8]) {
-    let plain = |b: u8| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\';
-    // Most fields need no escaping: copy them whole.
-    if v.iter().all(|&b| plain(b)) {
-        out.extend_from_slice(v);
-        return;
+/// Bytes a JSON string can carry as they are: printable ASCII but `"` and `\\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b <= 0x7e {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
     }
-    for &b in v {
+    t
+};
+
+fn json_str(out: &mut Vec<u8>, v: &[u8]) {
+    let mut rest = v;
+    loop {
+        // Copy the longest plain run whole, then escape one byte.
+        let run = rest.iter().position(|&b| !PLAIN[b as usize]).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else { return };
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => out.push(b),
             _ => {
                 // Control and non-ASCII bytes as \u00XX: the line stays valid JSON whatever the
                 // client sent (paths are bytes, not necessarily UTF-8).
@@ -205,6 +214,7 @@ fn json_str(out: &mut Vec<u8>, v: &[u8]) {
                 out.push(b"0123456789abcdef"[(b & 15) as usize]);
             }
         }
+        rest = &rest[run + 1..];
     }
 }
 
