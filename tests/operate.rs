@@ -355,3 +355,13 @@ fn listeners_added_by_a_reload_are_served_even_when_shards_skip_its_generation()
         assert_eq!(get(extra_addr, "/v2").status, 200);
     }
 }
+
+#[test]
+fn the_admin_listener_ends_with_the_gateway() {
+    let up = Upstream::ok(b"ok");
+    let gw = Gw::start(&base(up.addr, ""));
+    let a = gw.gateway().admin_addr.unwrap();
+    assert_eq!(admin(a, "GET", "/healthz", "").0, 200);
+    gw.shutdown_and_join();
+    assert!(wait_until(Duration::from_secs(2), || TcpStream::connect(a).is_err()), "admin still listening after the gateway stopped");
+}

@@ -27,6 +27,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
     let _ = std::thread::Builder::new().name("ringgate-admin".into()).spawn(move || {
         for conn in listener.incoming() {
+            // The gateway has stopped (every shard finished): the wake-up connection ends this.
+            if reloader.global().finished.load(Ordering::Acquire) {
+                return;
+            }
             let Ok(stream) = conn else { continue };
             let r = reloader.clone();
             // One short-lived thread per admin connection: admin traffic is rare, and a slow

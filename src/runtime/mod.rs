@@ -170,10 +170,15 @@ impl Gateway {
         self.sink.clone()
     }
 
-    /// Waits for every shard to finish.
+    /// Waits for every shard to finish, then ends the admin listener (so nothing it holds
+    /// outlives the gateway: its socket, the shared state, the health probers).
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+        self.global.finished.store(true, Ordering::Release);
+        if let Some(a) = self.admin_addr {
+            let _ = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1));
         }
     }
 

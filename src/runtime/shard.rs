@@ -34,6 +34,8 @@ pub struct Global {
     pub listeners: Mutex<Vec<ListenerSet>>,
     /// Shards serving (started and not draining).
     pub serving: AtomicUsize,
+    /// Every shard has finished: the admin listener and other helpers end.
+    pub finished: AtomicBool,
     pub shards: usize,
     snapshots: Snapshots,
 }
@@ -65,6 +67,7 @@ impl Global {
             published_id: AtomicU64::new(first.id),
             published: Mutex::new(Arc::new(first)),
             serving: AtomicUsize::new(0),
+            finished: AtomicBool::new(false),
             shards,
             snapshots: Snapshots {
                 wanted: AtomicU64::new(0),

@@ -98,14 +98,33 @@ impl Breaker {
                 }
                 // One request moves it to half-open and resets the probe counts.
                 if self.state.compare_exchange(OPEN, HALF_OPEN, AcqRel, Acquire).is_ok() {
-                    self.probe_ok.store(0, Release);
-                    self.probes.store(0, Release);
+                    self.start_probing();
                     tracing::info!(open_for = ?self.cfg.open_for, "circuit half-open: letting probes through");
                 }
                 self.admit_probe()
             }
-            _ => self.admit_probe(),
+            _ => match self.admit_probe() {
+                Admit::Yes => Admit::Yes,
+                // Probes whose results never came (their clients went away first) must not keep
+                // it half-open for ever: after another `open_for`, a fresh set of probes.
+                Admit::No => {
+                    let since = now_ms().saturating_sub(self.opened_at.load(Acquire));
+                    if Duration::from_millis(since) >= self.cfg.open_for {
+                        self.start_probing();
+                        self.admit_probe()
+                    } else {
+                        Admit::No
+                    }
+                }
+            },
         }
+    }
+
+    /// A new half-open spell: probe counts from zero, its start noted.
+    fn start_probing(&self) {
+        self.probe_ok.store(0, Release);
+        self.probes.store(0, Release);
+        self.opened_at.store(now_ms(), Release);
     }
 
     fn admit_probe(&self) -> Admit {
@@ -234,5 +253,16 @@ mod tests {
         b.record(false);
         assert_eq!(b.state(), State::Open, "a failed probe opens it again");
         assert_eq!(b.opened.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn probes_that_never_report_do_not_keep_it_half_open() {
+        let b = Breaker::new(&cfg(1, 100, 30, 1));
+        b.record(false);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.admit(), Admit::Yes, "the probe");
+        assert_eq!(b.admit(), Admit::No, "its result never comes");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.admit(), Admit::Yes, "a fresh probe after open_for");
     }
 }
