@@ -345,22 +345,6 @@ def measure(args, procs, load, mode, variant, gw_prefix, side_prefix):
     return res
 
 
-def wait_quiet(load, max_other, limit):
-    """Wait until other processes used < max_other CPUs over 2 s; return the
-    seconds waited (None: gave up after `limit` s)."""
-    start = time.monotonic()
-    while True:
-        a = load.snapshot()
-        time.sleep(2)
-        used, top = load.other(a, load.snapshot())
-        if used / 2 < max_other:
-            return time.monotonic() - start
-        waited = time.monotonic() - start
-        if waited >= limit:
-            return None
-        print(f"  waiting for other load to end: {used / 2:.2f} CPUs ({', '.join(f'{c} {s:.2f}s' for c, s in top)})",
-              file=sys.stderr)
-
 
 def fmt_row(i, r):
     last = f"{r['last_error_s']:.2f}" if r["last_error_s"] is not None else "-"
@@ -442,7 +426,7 @@ def main():
             print(header)
             for mode, variant in order:
                 for attempt in range(args.retries + 1):
-                    waited = wait_quiet(load, args.max_other, args.quiet_wait) if load.available else 0
+                    waited = harness.wait_quiet(load, args.max_other, args.quiet_wait) if load.available else 0
                     if waited is None:
                         print(f"  other load did not end within {args.quiet_wait:.0f} s; measuring anyway", file=sys.stderr)
                     r = measure(args, procs, load, mode, variant, gw_prefix, side_prefix)

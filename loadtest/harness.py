@@ -500,3 +500,20 @@ class HttpConn:
             self.buf = b""
             close = True
         return Response(status, headers, close)
+
+
+def wait_quiet(load, max_other, limit):
+    """Wait until other processes used < max_other CPUs over 2 s; return the
+    seconds waited (None: gave up after `limit` s)."""
+    start = time.monotonic()
+    while True:
+        a = load.snapshot()
+        time.sleep(2)
+        used, top = load.other(a, load.snapshot())
+        if used / 2 < max_other:
+            return time.monotonic() - start
+        waited = time.monotonic() - start
+        if waited >= limit:
+            return None
+        print(f"  waiting for other load to end: {used / 2:.2f} CPUs ({', '.join(f'{c} {s:.2f}s' for c, s in top)})",
+              file=sys.stderr)
