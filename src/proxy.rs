@@ -8,7 +8,9 @@
 //! is consumed the moment it parses, whatever the outcome, and the connection carries another
 //! request only when `Intake::settle` says every byte of this one is gone. No answer, error or
 //! not, can leave a request in the buffer to be parsed again.
-//! Never allocates per request in steady state: buffers come from the shard pool.
+//! Allocates nothing per request in steady state (buffers come from the shard pool; the
+//! connection loop boxes each request's future, its one allocation), except a JSON-checked body
+//! larger than the read buffer, which is buffered whole.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use crate::config::{Balance, HashOn, MAX_HEADERS_CAP};
 use crate::ctx::Ctx;
 use crate::error::{ProxyError, Side};
 use crate::http::body::{ChunkError, ChunkedDecoder};
-use crate::http::io::{write_range, ClientStream, ReadBuf};
+use crate::http::io::{timed_write, ClientStream, ReadBuf, WriteFail};
 use crate::http::parse::{self, Framing, Version};
 use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
 use crate::policy::cors;
@@ -208,7 +210,7 @@ async fn request<S: ClientStream>(
     let plan = match outcome {
         Outcome::Forward(plan) => plan,
         Outcome::Reject(f) => return Err(f),
-        Outcome::Reply(r) => return reply(shard, ctx, client, out, r, intake).await,
+        Outcome::Reply(r) => return reply(shard, gen, ctx, client, out, r, intake).await,
     };
     let Intake::Head { keep_alive, body } = intake else { return Err(Failure::new(ProxyError::Internal, Some(&plan))) };
     let keep_alive = *keep_alive;
@@ -359,12 +361,13 @@ struct Reply {
 }
 
 /// Sends a gateway-made bodiless answer.
-async fn reply<S: ClientStream>(shard: &Shard, ctx: &mut Ctx, client: &mut Client<S>, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
+#[allow(clippy::too_many_arguments)]
+async fn reply<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &mut Client<S>, out: &mut Vec<u8>, r: Reply, intake: &mut Intake) -> Result<Next, Failure> {
     let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
     out.clear();
     write::reply_head(out, r.status, r.headers.as_bytes(), r.request_id.as_bytes(), keep);
     ctx.status = r.status;
-    if client_write(client, out, shard.generation().cfg.timeouts.body).await.is_err() {
+    if client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
         return Err(Failure::silent());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
@@ -695,28 +698,6 @@ async fn client_write<S: ClientStream>(client: &mut Client<S>, data: &mut Vec<u8
     timed_write(&mut client.stream, data, 0, n, dur).await?;
     client.sent += n as u64;
     Ok(())
-}
-
-/// Why a write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteFail {
-    /// The peer closed or reset the connection; `data` is intact.
-    Io,
-    /// Timed out: the buffer was lost with the cancelled write and `data` is left empty, so the
-    /// caller can only close the connection.
-    TimedOut,
-}
-
-/// Writes `data[from..to]` within `dur`.
-async fn timed_write<W: AsyncWriteRentExt>(s: &mut W, data: &mut Vec<u8>, from: usize, to: usize, dur: Duration) -> Result<(), WriteFail> {
-    let buf = std::mem::take(data);
-    match monoio::time::timeout(dur, write_range(s, buf, from, to)).await {
-        Ok((res, buf)) => {
-            *data = buf;
-            res.map_err(|_| WriteFail::Io)
-        }
-        Err(_) => Err(WriteFail::TimedOut),
-    }
 }
 
 async fn timed_fill<R: AsyncReadRent>(s: &mut R, rbuf: &mut ReadBuf, dur: Duration) -> Result<usize, RelayError> {

@@ -92,6 +92,54 @@ impl ReadBuf {
     }
 }
 
+/// Why a timed write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFail {
+    /// The peer closed or reset the connection (the OS error, if any); `data` is intact.
+    Io(Option<i32>),
+    /// Timed out: the buffer was lost with the cancelled write and `data` is left empty, so the
+    /// caller can only close the connection (and must not resend).
+    TimedOut,
+}
+
+/// Writes `data[from..to]` within `dur`, keeping the buffer in `data` unless it timed out.
+pub async fn timed_write<W: AsyncWriteRentExt>(s: &mut W, data: &mut Vec<u8>, from: usize, to: usize, dur: std::time::Duration) -> Result<(), WriteFail> {
+    let buf = std::mem::take(data);
+    match monoio::time::timeout(dur, write_range(s, buf, from, to)).await {
+        Ok((res, buf)) => {
+            *data = buf;
+            res.map_err(|e| WriteFail::Io(e.raw_os_error()))
+        }
+        Err(_) => Err(WriteFail::TimedOut),
+    }
+}
+
+/// What a non-blocking one-byte peek at a socket finds, leaving it unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Bytes are waiting.
+    Bytes,
+    /// Nothing to read: the socket is open and quiet.
+    Quiet,
+    /// End of stream, a reset, or another error.
+    Closed,
+}
+
+pub fn peek(stream: &TcpStream) -> Peek {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
+    // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n > 0 {
+        Peek::Bytes
+    } else if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+        Peek::Quiet
+    } else {
+        Peek::Closed
+    }
+}
+
 /// Writes `buf[from..to]` completely and hands the buffer back.
 pub async fn write_range<S: AsyncWriteRentExt>(
     s: &mut S,

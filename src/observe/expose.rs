@@ -249,21 +249,19 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         }
     }
 
-    o.family("ringgate_upstream_in_flight", "gauge", "Requests in flight to a service from the whole host (counted when max_concurrent is set).");
-    for s in &info.services {
-        o.sample("ringgate_upstream_in_flight", &format!("service=\"{}\"", label(&s.name)), s.in_flight);
-    }
-    o.family("ringgate_upstream_overloaded_total", "counter", "Requests refused at once because the service had max_concurrent in flight.");
-    for s in &info.services {
-        o.sample("ringgate_upstream_overloaded_total", &format!("service=\"{}\"", label(&s.name)), s.overloaded);
-    }
-    o.family("ringgate_upstream_retry_budget_exhausted_total", "counter", "Retries refused because the service's retry budget was spent.");
-    for s in &info.services {
-        o.sample("ringgate_upstream_retry_budget_exhausted_total", &format!("service=\"{}\"", label(&s.name)), s.budget_exhausted);
-    }
-    o.family("ringgate_upstream_no_healthy_total", "counter", "Requests answered 503 at once because no endpoint was available.");
-    for s in &info.services {
-        o.sample("ringgate_upstream_no_healthy_total", &format!("service=\"{}\"", label(&s.name)), s.no_healthy);
+    // One series per service for each of these families.
+    type PerService = fn(&ServiceInfo) -> u64;
+    let per_service: [(&str, &str, &str, PerService); 4] = [
+        ("ringgate_upstream_in_flight", "gauge", "Requests in flight to a service from the whole host (counted when max_concurrent is set).", |s| s.in_flight as u64),
+        ("ringgate_upstream_overloaded_total", "counter", "Requests refused at once because the service had max_concurrent in flight.", |s| s.overloaded),
+        ("ringgate_upstream_retry_budget_exhausted_total", "counter", "Retries refused because the service's retry budget was spent.", |s| s.budget_exhausted),
+        ("ringgate_upstream_no_healthy_total", "counter", "Requests answered 503 at once because no endpoint was available.", |s| s.no_healthy),
+    ];
+    for (family, kind, help, value) in per_service {
+        o.family(family, kind, help);
+        for s in &info.services {
+            o.sample(family, &format!("service=\"{}\"", label(&s.name)), value(s));
+        }
     }
     o.family("ringgate_upstream_endpoint_available", "gauge", "1 while an endpoint is in the balancing set (healthy and not ejected).");
     for s in &info.services {

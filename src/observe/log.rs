@@ -218,6 +218,18 @@ fn json_str(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+/// A JSON string, or `null`.
+fn opt_str(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            out.push(b'"');
+            json_str(out, v);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 fn num(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
@@ -331,31 +343,11 @@ pub fn format_line(out: &mut Vec<u8>, l: &Line, now: SystemTime, clock: &mut Clo
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"consumer\":");
-    match l.consumer {
-        Some(c) => {
-            out.push(b'"');
-            json_str(out, c);
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    opt_str(out, l.consumer);
     out.extend_from_slice(b",\"error\":");
-    match l.error {
-        Some(e) => {
-            out.push(b'"');
-            json_str(out, e.as_bytes());
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    opt_str(out, l.error.map(str::as_bytes));
     out.extend_from_slice(b",\"traceparent\":");
-    if l.traceparent.is_empty() {
-        out.extend_from_slice(b"null");
-    } else {
-        out.push(b'"');
-        json_str(out, l.traceparent);
-        out.push(b'"');
-    }
+    opt_str(out, (!l.traceparent.is_empty()).then_some(l.traceparent));
     out.extend_from_slice(b"}\n");
 }
 

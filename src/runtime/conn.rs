@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 
 use super::shard::Shard;
-use crate::http::io::{ClientStream, ReadBuf};
+use crate::http::io::{peek, ClientStream, Peek, ReadBuf};
 use crate::http::write::ip_text;
 use crate::proxy::{self, Client, Next};
 
@@ -30,7 +29,7 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAdd
                     _ = shard.drain.wait_idle(Instant::now() + wait) => false,
                 };
             // A request that arrived just as the wait ended is still served, not reset by the close.
-            if !ready && !has_bytes(client.stream.socket()) {
+            if !ready && peek(client.stream.socket()) != Peek::Bytes {
                 break;
             }
             client.rbuf = ReadBuf::new(shard.bufs.get());
@@ -58,21 +57,12 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAdd
     shard.bufs.put(std::mem::take(&mut client.rbuf.data));
 }
 
-/// True when bytes are waiting to be read (a peek that neither blocks nor consumes).
-fn has_bytes(stream: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
-    // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.
-    let n = unsafe {
-        libc::recv(std::os::fd::AsRawFd::as_raw_fd(stream), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n > 0
-}
-
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;
     use std::sync::Arc;
+
+    use monoio::net::TcpStream;
 
     use super::*;
     use crate::config::Config;

@@ -10,9 +10,9 @@
 //! result racing the reset may be lost), never inflated.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::shared::now_ms;
 use crate::config::BreakerConfig;
 
 const BUCKETS: usize = 10;
@@ -56,12 +56,6 @@ pub struct Breaker {
     probe_ok: AtomicU32,
     /// Times it opened (metrics).
     pub opened: AtomicU64,
-}
-
-/// Milliseconds since a process-wide monotonic epoch.
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Breaker {

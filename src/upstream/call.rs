@@ -21,7 +21,7 @@ use monoio::net::TcpStream;
 use super::shared::Active;
 use super::{Attempts, UpConn, Upstreams};
 use crate::error::ProxyError;
-use crate::http::io::{write_range, BufPool, ReadBuf};
+use crate::http::io::{timed_write, BufPool, ReadBuf, WriteFail};
 
 /// What one attempt came to, as `report` receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,14 +138,11 @@ where
         let fail = |err: ProxyError| CallError { err, addr: Some(addr), os_error: None, from_body: false };
         let sent_at = Instant::now();
         let n = req.first.len();
-        let buf = std::mem::take(req.first);
-        let written = match monoio::time::timeout(req.write_timeout, write_range(&mut up.stream, buf, 0, n)).await {
-            Ok((res, buf)) => {
-                *req.first = buf;
-                res.map_err(|e| e.raw_os_error())
-            }
-            // Timed out: the buffer went with the cancelled write, so nothing can be resent.
-            Err(_) => return Err(fail(ProxyError::UpstreamTimeout)),
+        let written = match timed_write(&mut up.stream, req.first, 0, n, req.write_timeout).await {
+            Ok(()) => Ok(()),
+            Err(WriteFail::Io(os)) => Err(os),
+            // The buffer went with the cancelled write, so nothing can be resent.
+            Err(WriteFail::TimedOut) => return Err(fail(ProxyError::UpstreamTimeout)),
         };
         if let Err(os) = written {
             // A connection the upstream had closed (a stale pooled one, or an endpoint that died).

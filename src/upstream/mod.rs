@@ -5,7 +5,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use monoio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::http::io::{peek, Peek};
 use crate::observe::metrics::{ServiceMetrics, ShardMetrics};
 
 mod breaker;
@@ -345,16 +345,10 @@ impl Upstreams {
 
 }
 
-/// True when an idle connection has nothing to read and is not closed: a peek that would block.
-/// Anything readable on an idle upstream connection (EOF, a reset, stray bytes) makes it unusable.
+/// True when an idle connection has nothing to read and is not closed. Anything readable on an
+/// idle upstream connection (EOF, a reset, stray bytes) makes it unusable.
 fn quiet(stream: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
-    // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n < 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN))
+    peek(stream) == Peek::Quiet
 }
 
 #[cfg(test)]
