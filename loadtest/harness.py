@@ -517,3 +517,19 @@ def wait_quiet(load, max_other, limit):
             return None
         print(f"  waiting for other load to end: {used / 2:.2f} CPUs ({', '.join(f'{c} {s:.2f}s' for c, s in top)})",
               file=sys.stderr)
+
+
+def write_json(path, **parts):
+    """Writes `parts` (e.g. args=vars(args), results=..., summary=...) as one JSON file."""
+    import json
+    with open(path, "w") as f:
+        json.dump(parts, f, indent=1)
+    print(f"written to {path}")
+
+
+def run_main(main):
+    """Runs a script's main; Ctrl-C (or SIGTERM, see Processes) exits with 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

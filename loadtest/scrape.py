@@ -16,6 +16,12 @@ to the last byte of the body) and size. The "no scrape" variant is the same
 run without scraping. Both variants alternate (scrape first in odd pairs,
 second in even ones), --runs of each, each with a fresh gateway and stub.
 
+With --log, the variants are instead "log" ([log] access = a file in the
+run's work directory, JSON lines) and "no log" (no access log), neither
+scraped: the cost of the access log in gateway CPU per request and rps. The
+"log" variant also checks the file has one line per request (wrk's requests
+plus the warm-up's, within 5 %).
+
 CPUs as in run.sh: with 2 or more CPUs the gateway runs on CPU 0 (its admin
 thread too: it shares the worker's CPU), wrk, the stub and this script on
 the others. Shards answer a scrape on their next housekeeping tick (50 ms),
@@ -116,16 +122,22 @@ def wrk_report(text):
 
 
 
-def measure(args, procs, load, scrape, gw_prefix):
-    """One measurement with a fresh stub and gateway; returns a result dict."""
+def measure(args, procs, load, on, gw_prefix):
+    """One measurement with a fresh stub and gateway; returns a result dict.
+    `on`: scrape during the run (or, with --log, write the access log)."""
+    scrape, logging = on and not args.log, on and args.log
     stub, stub_port = harness.start_stub(procs, args.bin, "scrape", args.body_size)
     admin = {}
+    log_path = os.path.join(procs.workdir, f"access-{time.monotonic_ns()}.log")
 
     def extra(port):
         admin["port"] = harness.free_port()
         while admin["port"] == port:
             admin["port"] = harness.free_port()
-        return f'[admin]\nlisten = "{HOST}:{admin["port"]}"\n'
+        text = f'[admin]\nlisten = "{HOST}:{admin["port"]}"\n'
+        if logging:
+            text += f'\n[log]\naccess = "{log_path}"\n'
+        return text
 
     gateway, port, _ = harness.start_gateway(procs, args.bin, [stub_port], extra=extra, prefix=gw_prefix)
     try:
@@ -158,13 +170,21 @@ def measure(args, procs, load, scrape, gw_prefix):
     finally:
         procs.stop(gateway)
         procs.stop(stub)
+    lines = 0
+    if logging:
+        with open(log_path, "rb") as f:
+            lines = sum(1 for _ in f)
+        os.unlink(log_path)
     report = wrk_report(out)
     if report is None:
         harness.die(f"no WRK_JSON line in wrk's output:\n{out}")
     secs = report["duration_us"] / 1e6
     lat = report["latency_us"]
+    if logging and not 0.95 * report["requests"] <= lines:
+        harness.die(f"the access log has {lines} lines for {report['requests']} measured requests")
     res = {
-        "variant": "scrape" if scrape else "no scrape",
+        "variant": ("log" if on else "no log") if args.log else ("scrape" if on else "no scrape"),
+        "log_lines": lines,
         "requests": report["requests"],
         "rps": report["requests"] / secs,
         "errors": sum(report["errors"].values()),
@@ -217,6 +237,8 @@ def main():
                         "discarded and repeated (default 0.02, i.e. 2%% of one CPU)")
     p.add_argument("--retries", type=int, default=3, help="repeats of a disturbed measurement (default 3)")
     p.add_argument("--quiet-wait", type=float, default=300, help="max seconds to wait for other load to end first (default 300)")
+    p.add_argument("--log", action="store_true",
+                   help="compare access log on / off (no scraping) instead of scrape / no scrape")
     p.add_argument("--json", help="write all results (every scrape's latency too) to this file")
     args = p.parse_args()
     args.bin = harness.check_bin(args.bin)
@@ -230,8 +252,9 @@ def main():
         print(f"gateway on CPU {cpus[0]}; wrk, stub and scraper on CPUs {','.join(map(str, cpus[1:]))}")
     else:
         gw_prefix = []
-    print(f"binary {args.bin}; {args.runs} runs per variant, wrk -t1 -c{args.connections} -d{args.duration}s, "
-          f"scrape every {args.interval} s")
+    what = "access log on / off" if args.log else f"scrape every {args.interval} s"
+    print(f"binary {args.bin}; {args.runs} runs per variant, wrk -t1 -c{args.connections} -d{args.duration}s, {what}")
+    on, off = ("log", "no log") if args.log else ("scrape", "no scrape")
 
     order = []
     for i in range(args.runs):
@@ -260,7 +283,7 @@ def main():
     print("columns: other = CPU-s used by other processes during the run; scr/fail = scrapes / failed or non-200; "
           "s p50/p99/max = scrape latency ms; bytes = /metrics body size")
     summary = {}
-    for variant in ("scrape", "no scrape"):
+    for variant in (on, off):
         rs = [r for r in kept if r["variant"] == variant]
         if not rs:
             print(f"{variant}: no kept runs")
@@ -283,19 +306,14 @@ def main():
                 print(f"  scrapes: {len(pooled)} ({fails} failed), pooled latency p50 {s['scrape_p50_ms']:.1f} ms, "
                       f"p99 {s['scrape_p99_ms']:.1f} ms, max {s['scrape_max_ms']:.1f} ms; per-run p50 "
                       f"{spread([r['scrape_p50_ms'] for r in rs], '.1f')} ms; body {s['scrape_bytes'][0]}-{s['scrape_bytes'][1]} bytes")
-    if "scrape" in summary and "no scrape" in summary:
-        a, b = summary["scrape"], summary["no scrape"]
-        print(f"ratios scrape / no scrape (medians): wrk p99 {a['wrk_p99_ms'] / b['wrk_p99_ms']:.3f}, "
+    if on in summary and off in summary:
+        a, b = summary[on], summary[off]
+        print(f"ratios {on} / {off} (medians): wrk p99 {a['wrk_p99_ms'] / b['wrk_p99_ms']:.3f}, "
               f"p50 {a['wrk_p50_ms'] / b['wrk_p50_ms']:.3f}, rps {a['rps'] / b['rps']:.3f}, "
               f"cpu/req {a['gateway_cpu_us_per_req'] / b['gateway_cpu_us_per_req']:.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "summary": summary}, f, indent=1)
-        print(f"written to {args.json}")
+        harness.write_json(args.json, args=vars(args), results=results, summary=summary)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    harness.run_main(main)

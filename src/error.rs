@@ -60,6 +60,8 @@ pub enum ProxyError {
     Overloaded,
     #[error("no endpoint of the service is available")]
     NoHealthyUpstream,
+    #[error("the shared rate-limit store did not answer")]
+    LimitStoreUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -87,7 +89,11 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamClosed
             | ProxyError::BadResponse(_) => Side::Upstream,
-            ProxyError::Internal | ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream => Side::Gateway,
+            ProxyError::Internal
+            | ProxyError::CircuitOpen
+            | ProxyError::Overloaded
+            | ProxyError::NoHealthyUpstream
+            | ProxyError::LimitStoreUnavailable => Side::Gateway,
         }
     }
 
@@ -109,7 +115,7 @@ impl ProxyError {
             ProxyError::InvalidJson => 400,
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
-            ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream => 503,
+            ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream | ProxyError::LimitStoreUnavailable => 503,
             ProxyError::Internal => 500,
         }
     }
@@ -146,6 +152,7 @@ impl ProxyError {
             ProxyError::CircuitOpen => "circuit_open",
             ProxyError::Overloaded => "service_overloaded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::LimitStoreUnavailable => "limit_store_unavailable",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -176,6 +183,7 @@ impl ProxyError {
             ProxyError::CircuitOpen => "the service is failing; requests are refused until it recovers",
             ProxyError::Overloaded => "the service has too many requests in flight",
             ProxyError::NoHealthyUpstream => "no endpoint of the service is healthy",
+            ProxyError::LimitStoreUnavailable => "the rate-limit store is unavailable; try again later",
             ProxyError::Internal => "internal error",
         }
     }

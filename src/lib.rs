@@ -3,6 +3,7 @@
 //! `observe` is metrics, the access log and the admin listener. Modules are public only where
 //! the binary, benches, fuzz targets or integration tests use them.
 
+mod cluster;
 pub mod config;
 mod ctx;
 mod error;

@@ -43,6 +43,9 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "config/gateway.toml")]
         config: PathBuf,
+        /// Also connect to every `[cluster] redis` node (with its credentials) and PING it.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run the stand-in upstream: answers every request with 200 and a JSON body.
     Stub {
@@ -74,11 +77,30 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config, connect } => match Config::load(&config) {
             Ok(cfg) => {
                 let _ = writeln!(std::io::stdout(), "{} is valid", config.display());
                 print_summary(&cfg, None);
-                ExitCode::SUCCESS
+                if !connect {
+                    return ExitCode::SUCCESS;
+                }
+                let mut ok = true;
+                for (addr, res) in ringgate::runtime::ping_redis(&cfg) {
+                    match res {
+                        Ok(()) => {
+                            let _ = writeln!(std::io::stdout(), "cluster.redis {addr}: PONG");
+                        }
+                        Err(e) => {
+                            ok = false;
+                            eprintln!("cluster.redis {addr}: {e}\n    fix: start Redis there, or correct the address and credentials");
+                        }
+                    }
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(errors) => {
                 eprint!("{errors}");

@@ -10,7 +10,8 @@
 //! not, can leave a request in the buffer to be parsed again.
 //! Allocates nothing per request in steady state (buffers come from the shard pool; the
 //! connection loop boxes each request's future, its one allocation), except a JSON-checked body
-//! larger than the read buffer, which is buffered whole.
+//! larger than the read buffer, which is buffered whole, and a request whose stages wait (a
+//! cluster rate limit's call to Redis: a handful of small allocations).
 
 use std::time::{Duration, Instant};
 
@@ -193,11 +194,18 @@ async fn request<S: ClientStream>(
     intake: &mut Intake,
 ) -> Result<Next, Failure> {
     // 1. Read the head and decide everything it allows: route, policies, the forwarded head.
+    //    A stage that waits (a cluster rate limit asking Redis) leaves the head in the buffer,
+    //    untouched while it waits, and the head is parsed again to carry on after it.
+    let mut resume = None;
     let outcome = loop {
-        match plan_request(shard, gen, ctx, client, out) {
+        match plan_request(shard, gen, ctx, client, out, resume.take()) {
             Planned::Head(head, outcome) => {
                 *intake = Intake::consume_head(&mut client.rbuf, &head, gen.cfg.limits.max_trailer);
                 break outcome;
+            }
+            Planned::Wait(mut r) => {
+                r.wait = r.wait.run().await;
+                resume = Some(r);
             }
             Planned::BadHead(f) => return Err(f),
             Planned::NeedMore => match monoio::time::timeout_at(deadline.into(), client.rbuf.fill(&mut client.stream)).await {
@@ -334,10 +342,19 @@ async fn request<S: ClientStream>(
 /// How a parse of the buffered bytes ended.
 enum Planned {
     NeedMore,
+    /// A stage waits; the head stays unconsumed until the stages run again with the answer.
+    Wait(Box<Resume>),
     /// The head is malformed or too large: where the request ends is unknown.
     BadHead(Failure),
     /// A complete head, and what to do with it.
     Head(HeadInfo, Outcome),
+}
+
+/// What the stages of a head decided before one of them waited.
+struct Resume {
+    wait: Box<stage::Wait>,
+    admitted: Admitted,
+    request_id: RequestId,
 }
 
 /// Where a parsed request's head ends and how its body is framed.
@@ -416,7 +433,7 @@ async fn buffer_body<S: ClientStream>(gen: &Generation, client: &mut Client<S>, 
 /// Parses the head in `client.rbuf` and, when complete, routes it, runs the route's head stages
 /// and writes the forwarded head into `out`. Synchronous, so nothing borrowed from the buffer
 /// lives across an await.
-fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client<S>, out: &mut Vec<u8>) -> Planned {
+fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &Client<S>, out: &mut Vec<u8>, resume: Option<Box<Resume>>) -> Planned {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let buf = client.rbuf.pending();
     let req = match parse::parse_request(buf, &mut headers, &gen.head_limits) {
@@ -429,7 +446,10 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     if req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault") && h.value == b"panic") {
         panic!("fault injected by request header");
     }
-    let request_id = write::request_id(&req, &shard.ids);
+    let request_id = match &resume {
+        Some(r) => r.request_id,
+        None => write::request_id(&req, &shard.ids),
+    };
     ctx.request_id = Some(request_id);
     ctx.set_head(req.method, req.path, req.query, gen.cfg.log.access_query, req.version);
     let head_request = req.method == "HEAD";
@@ -466,8 +486,14 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     }
     // The route's stages: IP rules, CORS, authentication, rate limits, validation.
     out.clear();
-    let mut admitted = Admitted::default();
-    let flow = route.pipeline.on_head(&req, client.peer, &mut admitted, out);
+    let (mut admitted, waited) = match resume {
+        Some(r) => {
+            let Resume { wait, admitted, .. } = *r;
+            (admitted, Some(wait))
+        }
+        None => (Admitted::default(), None),
+    };
+    let flow = route.pipeline.on_head(&req, client.peer, &mut admitted, out, waited);
     ctx.consumer = admitted.consumer;
     if let Some(ip) = admitted.client {
         ctx.client_ip = ip;
@@ -483,6 +509,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         Flow::Respond(Local::Reply(status, headers)) => {
             return Planned::Head(head, Outcome::Reply(Reply { status, headers, request_id }));
         }
+        Flow::Wait(wait) => return Planned::Wait(Box::new(Resume { wait, admitted, request_id })),
     }
     // A header line that did not fit is an error, never a silent drop.
     if admitted.forward_headers.overflowed() {

@@ -1,6 +1,7 @@
 //! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
 //! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
 
+pub mod cluster;
 mod locate;
 pub mod policy;
 mod raw;
@@ -40,6 +41,8 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitDef>,
     pub admin: Admin,
     pub log: Log,
+    /// The Redis that `scope = "cluster"` limits share; absent when no `[cluster]` table.
+    pub cluster: Option<cluster::ClusterSettings>,
 }
 
 /// The admin listener (metrics, health, config, reload); off when `listen` is absent.
@@ -602,8 +605,13 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
     let security = policy::security(&mut c, &raw.security);
     let jwt: Vec<JwtProvider> = raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base)).collect();
     let api_keys: Vec<ApiKeySet> = raw.api_keys.iter().enumerate().filter_map(|(i, r)| policy::api_keys(&mut c, i, r)).collect();
-    let rate_limits: Vec<RateLimitDef> =
-        raw.rate_limits.iter().enumerate().filter_map(|(i, r)| policy::rate_limit(&mut c, i, r)).collect();
+    let cluster = cluster::settings(&mut c, raw.cluster.as_ref());
+    let rate_limits: Vec<RateLimitDef> = raw
+        .rate_limits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| policy::rate_limit(&mut c, i, r, cluster.as_ref(), raw.cluster.is_some()))
+        .collect();
     let mut names: Vec<&str> = Vec::new();
     for (kind, n) in jwt.iter().map(|j| ("jwt", j.name.as_str())).chain(api_keys.iter().map(|a| ("api_keys", a.name.as_str()))) {
         if names.contains(&n) {
@@ -649,6 +657,7 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         rate_limits,
         admin,
         log,
+        cluster,
     })
 }
 

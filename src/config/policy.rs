@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{suggest, Checker};
+use super::cluster::{self, ClusterSettings, OnError, Scope, SyncMode};
+use super::{suggest, units, Checker};
 use crate::policy::apikey::{ApiKeySet, KeyLocation};
 use crate::policy::cors::Cors;
 use crate::policy::ip::{Cidr, IpList, IpRules};
@@ -72,6 +73,9 @@ pub struct RawRateLimit {
     pub burst: Option<i64>,
     pub key: Option<String>,
     pub max_keys: Option<i64>,
+    pub scope: Option<String>,
+    pub sync: Option<String>,
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +139,8 @@ pub enum LimitKey {
 pub struct RateLimitDef {
     pub limit: LimitConfig,
     pub key: LimitKey,
+    /// Where the counts live: this host, or Redis shared with other hosts.
+    pub scope: Scope,
 }
 
 /// One way a route may authenticate a request; any one that succeeds is enough.
@@ -309,7 +315,7 @@ pub(crate) fn api_keys(c: &mut Checker, i: usize, raw: &RawApiKeys) -> Option<Ap
     }
 }
 
-pub(crate) fn rate_limit(c: &mut Checker, i: usize, raw: &RawRateLimit) -> Option<RateLimitDef> {
+pub(crate) fn rate_limit(c: &mut Checker, i: usize, raw: &RawRateLimit, cluster: Option<&ClusterSettings>, has_cluster: bool) -> Option<RateLimitDef> {
     let p = format!("rate_limits[{i}]");
     let Some(name) = raw.name.clone().filter(|n| !n.is_empty() && !n.contains(['"', '\\'])) else {
         c.err(format!("{p}.name"), "missing or contains quotes", "add name = \"per-ip\" (it appears in RateLimit-Policy)");
@@ -339,7 +345,52 @@ pub(crate) fn rate_limit(c: &mut Checker, i: usize, raw: &RawRateLimit) -> Optio
     for (field, problem) in limit.problems() {
         c.err(format!("{p}.{field}"), problem, "see the [[rate_limits]] example in config/gateway.toml");
     }
-    Some(RateLimitDef { limit, key })
+    let scope = scope(c, &p, raw, cluster, has_cluster, window);
+    Some(RateLimitDef { limit, key, scope })
+}
+
+/// `scope`, `sync` and `on_error` of one limit.
+fn scope(c: &mut Checker, p: &str, raw: &RawRateLimit, cluster: Option<&ClusterSettings>, has_cluster: bool, window: Duration) -> Scope {
+    let on_error = cluster::on_error(c, &format!("{p}.on_error"), raw.on_error.as_deref());
+    match raw.scope.as_deref() {
+        None | Some("local") => {
+            for (key, set) in [("sync", raw.sync.is_some()), ("on_error", raw.on_error.is_some())] {
+                if set {
+                    c.err(format!("{p}.{key}"), "only applies to a limit with scope = \"cluster\"", "add scope = \"cluster\" or remove it");
+                }
+            }
+            Scope::Local
+        }
+        Some("cluster") => {
+            if !has_cluster {
+                c.err(format!("{p}.scope"), "scope = \"cluster\" needs a [cluster] table", "add [cluster] with redis = [\"redis://127.0.0.1:6379\"]");
+            }
+            let sync = match raw.sync.as_deref() {
+                None | Some("exact") => SyncMode::Exact,
+                Some(text) => match units::parse_duration(text) {
+                    Ok(d) if d.is_zero() => {
+                        c.err(format!("{p}.sync"), "an interval of zero", "use \"exact\" or an interval such as \"100ms\"");
+                        SyncMode::Exact
+                    }
+                    Ok(d) if d >= window => {
+                        c.err(format!("{p}.sync"), format!("the interval {text} is not shorter than the window"), "sync several times a window, e.g. \"100ms\"");
+                        SyncMode::Exact
+                    }
+                    Ok(d) => SyncMode::Every(d),
+                    Err(e) => {
+                        c.err(format!("{p}.sync"), format!("neither \"exact\" nor a duration: {e}"), "use \"exact\" or an interval such as \"100ms\"");
+                        SyncMode::Exact
+                    }
+                },
+            };
+            let on_error = on_error.or(cluster.map(|s| s.on_error)).unwrap_or(OnError::Local);
+            Scope::Cluster { sync, on_error }
+        }
+        Some(other) => {
+            c.err(format!("{p}.scope"), format!("unknown scope `{other}`"), "use \"local\" or \"cluster\"");
+            Scope::Local
+        }
+    }
 }
 
 pub struct PolicyNames<'a> {

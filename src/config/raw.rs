@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use super::cluster::RawCluster;
 use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
 use super::{suggest, ConfigError};
 
@@ -23,6 +24,7 @@ pub struct RawConfig {
     pub rate_limits: Vec<RawRateLimit>,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +40,7 @@ pub struct RawLog {
 
 /// The top-level keys, each a `[table]` or a list of `[[tables]]`.
 const SECTIONS: &[&str] =
-    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log"];
+    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log", "cluster"];
 
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
 /// out (as if unset), so validation still runs over everything else.
@@ -58,6 +60,7 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "rate_limits" => raw.rate_limits = tables(&key, value, errors),
             "admin" => raw.admin = table(&key, value, errors),
             "log" => raw.log = table(&key, value, errors),
+            "cluster" => raw.cluster = Some(table(&key, value, errors)),
             _ => {
                 let fix = suggest::did_you_mean(&key, SECTIONS.iter().copied());
                 errors.push(unknown_key(key, fix));

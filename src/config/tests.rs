@@ -750,6 +750,7 @@ fn shipped_config_shows_every_key_and_the_defaults() {
         ("routes.validate", known_keys::<RawValidate>()),
         ("admin", known_keys::<RawAdmin>()),
         ("log", known_keys::<RawLog>()),
+        ("cluster", known_keys::<super::cluster::RawCluster>()),
     ];
     for (section, keys) in &sections {
         for key in keys.iter().flat_map(|(_, keys)| keys.iter()) {
@@ -788,4 +789,33 @@ fn shipped_config_shows_every_key_and_the_defaults() {
         assert!(line.contains(default), "{line}");
     }
     assert!(text.contains("SHA-256 digests"));
+}
+
+#[test]
+fn cluster_limit_errors_name_their_keys() {
+    let route = |extra: &str| with_services(&format!("[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    let limit = |extra: &str| format!("[[rate_limits]]\nname = \"c\"\nrequests = 10\nwindow = \"1m\"\n{extra}\n");
+    let cluster = "[cluster]\nredis = [\"redis://127.0.0.1:6379\"]\n";
+    check_paths(&[
+        ("cluster scope without [cluster]", format!("{}{}", limit("scope = \"cluster\""), route("")), &["rate_limits[0].scope"]),
+        ("unknown scope", format!("{}{}", limit("scope = \"global\""), route("")), &["rate_limits[0].scope"]),
+        ("sync on a local limit", format!("{}{}", limit("sync = \"100ms\""), route("")), &["rate_limits[0].sync"]),
+        ("sync neither exact nor a duration", format!("{cluster}{}{}", limit("scope = \"cluster\"\nsync = \"often\""), route("")), &["rate_limits[0].sync"]),
+        ("sync not shorter than the window", format!("{cluster}{}{}", limit("scope = \"cluster\"\nsync = \"1m\""), route("")), &["rate_limits[0].sync"]),
+        ("unknown on_error", format!("{cluster}{}{}", limit("scope = \"cluster\"\non_error = \"maybe\""), route("")), &["rate_limits[0].on_error"]),
+        ("unparsable Redis URL", format!("[cluster]\nredis = [\"redis://:hunter2@db\"]\n{}", route("")), &["cluster.redis[0]"]),
+        ("no Redis address", format!("[cluster]\nredis = []\n{}", route("")), &["cluster.redis"]),
+        ("unknown key in [cluster]", format!("{cluster}timout = \"5ms\"\n{}", route("")), &["cluster.timout"]),
+        ("long timeout", format!("{cluster}timeout = \"2s\"\n{}", route("")), &["cluster.timeout"]),
+        ("exact cluster limit", format!("{cluster}{}{}", limit("scope = \"cluster\""), route("rate_limits = [\"c\"]")), &[]),
+        ("synced cluster limit", format!("{cluster}{}{}", limit("scope = \"cluster\"\nsync = \"100ms\"\non_error = \"deny\""), route("rate_limits = [\"c\"]")), &[]),
+    ]);
+    // A bad URL's password is not repeated in the error.
+    let text = Config::parse(&format!("[cluster]\nredis = [\"redis://:hunter2@db\"]\n{}", route(""))).unwrap_err().to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    let cfg = parse_ok(&format!("{cluster}on_error = \"deny\"\n{}{}", limit("scope = \"cluster\"\nsync = \"250ms\""), route("rate_limits = [\"c\"]")));
+    use super::cluster::{OnError, Scope, SyncMode};
+    assert_eq!(cfg.rate_limits[0].scope, Scope::Cluster { sync: SyncMode::Every(std::time::Duration::from_millis(250)), on_error: OnError::Deny });
+    let c = cfg.cluster.expect("[cluster]");
+    assert_eq!((c.timeout, c.key_prefix.as_str()), (std::time::Duration::from_millis(5), "ringgate:"));
 }

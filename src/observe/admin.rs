@@ -245,7 +245,21 @@ pub fn config_json(cfg: &Config, generation: u64) -> serde_json::Value {
         "rate_limits": cfg.rate_limits.iter().map(|d| json!({
             "name": d.limit.name, "requests": d.limit.requests, "window": dur(d.limit.window), "burst": d.limit.burst,
             "max_keys": d.limit.max_keys, "key": format!("{:?}", d.key),
+            "scope": match d.scope {
+                crate::config::cluster::Scope::Local => json!("local"),
+                crate::config::cluster::Scope::Cluster { sync, on_error } => json!({
+                    "cluster": {
+                        "sync": match sync { crate::config::cluster::SyncMode::Exact => "exact".to_string(), crate::config::cluster::SyncMode::Every(d) => dur(d) },
+                        "on_error": on_error.as_str(),
+                    }
+                }),
+            },
         })).collect::<Vec<_>>(),
+        "cluster": cfg.cluster.as_ref().map(|c| json!({
+            // Display redacts passwords.
+            "redis": c.redis.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "timeout": dur(c.timeout), "on_error": c.on_error.as_str(), "key_prefix": c.key_prefix,
+        })),
         "admin": { "listen": cfg.admin.listen.map(|a| a.to_string()) },
         "log": {
             "access": match &cfg.log.access { AccessLogTarget::Off => "off".to_string(), AccessLogTarget::Stdout => "stdout".into(), AccessLogTarget::File(p) => p.display().to_string() },

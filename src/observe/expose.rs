@@ -141,6 +141,9 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut routes: BTreeMap<&str, RouteAgg> = BTreeMap::new();
     let mut services: BTreeMap<&str, ServiceAgg> = BTreeMap::new();
     let mut limits: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut limits_cluster: BTreeMap<&str, (u64, [u64; 3])> = BTreeMap::new();
+    let mut redis = crate::observe::metrics::RedisSnap::default();
+    let mut redis_errors: BTreeMap<&str, u64> = BTreeMap::new();
     let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
@@ -172,6 +175,28 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
             let e = limits.entry(name).or_default();
             e.0 += ok;
             e.1 += no;
+        }
+        for (name, hits, on_error) in &s.limits_cluster {
+            let e = limits_cluster.entry(name).or_default();
+            e.0 += hits;
+            for (a, b) in e.1.iter_mut().zip(on_error) {
+                *a += b;
+            }
+        }
+        redis.calls += s.redis.calls;
+        redis.latency_sum_us += s.redis.latency_sum_us;
+        redis.batch_sum += s.redis.batch_sum;
+        if let Some(h) = &s.redis.latency_us {
+            merge(&mut redis.latency_us, h);
+        }
+        if let Some(h) = &s.redis.batch {
+            merge(&mut redis.batch, h);
+        }
+        for &(kind, n) in &s.redis.errors {
+            *redis_errors.entry(kind).or_default() += n;
+        }
+        for (i, &(name, n)) in s.redis.counters.iter().enumerate() {
+            redis.counters[i] = (name, redis.counters[i].1 + n);
         }
         for a in &s.auth {
             for &(reason, n) in &a.failures {
@@ -298,6 +323,40 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     for (name, (ok, no)) in &limits {
         o.sample("ringgate_ratelimit_decisions_total", &format!("limit=\"{}\",result=\"allowed\"", label(name)), ok);
         o.sample("ringgate_ratelimit_decisions_total", &format!("limit=\"{}\",result=\"rejected\"", label(name)), no);
+    }
+    if !limits_cluster.values().all(|(h, e)| *h == 0 && e.iter().all(|n| *n == 0)) || redis.calls > 0 || !redis_errors.is_empty() {
+        o.family("ringgate_ratelimit_deny_cache_hits_total", "counter", "Cluster-limit refusals answered from the local deny cache, without Redis, by limit.");
+        for (name, (hits, _)) in &limits_cluster {
+            o.sample("ringgate_ratelimit_deny_cache_hits_total", &format!("limit=\"{}\"", label(name)), hits);
+        }
+        o.family("ringgate_ratelimit_on_error_total", "counter", "Cluster-limit decisions made by on_error because Redis did not answer, by limit and decision.");
+        for (name, (_, on_error)) in &limits_cluster {
+            for (decision, n) in crate::observe::metrics::ON_ERROR_LABELS.iter().zip(on_error) {
+                o.sample("ringgate_ratelimit_on_error_total", &format!("limit=\"{}\",decision=\"{decision}\"", label(name)), n);
+            }
+        }
+        o.family("ringgate_redis_calls_total", "counter", "Redis calls answered (cluster rate limits).");
+        o.sample("ringgate_redis_calls_total", "", redis.calls);
+        o.family("ringgate_redis_call_seconds", "histogram", "Time from queueing a Redis call to its reply.");
+        if let Some(h) = &redis.latency_us {
+            o.histogram("ringgate_redis_call_seconds", "", h, redis.latency_sum_us);
+        }
+        o.family("ringgate_redis_pipeline_depth", "summary", "Commands per pipelined write to Redis.");
+        if let Some(h) = &redis.batch {
+            for (q, text) in QUANTILES {
+                o.sample("ringgate_redis_pipeline_depth", &format!("quantile=\"{text}\""), h.value_at_quantile(q));
+            }
+            o.sample("ringgate_redis_pipeline_depth_sum", "", redis.batch_sum);
+            o.sample("ringgate_redis_pipeline_depth_count", "", h.len());
+        }
+        o.family("ringgate_redis_errors_total", "counter", "Redis calls that failed, by kind.");
+        for (kind, n) in &redis_errors {
+            o.sample("ringgate_redis_errors_total", &format!("kind=\"{kind}\""), n);
+        }
+        o.family("ringgate_redis_events_total", "counter", "Redis client events: redirections, script loads, slot-map refreshes, connects, sync rounds.");
+        for (name, n) in &redis.counters {
+            o.sample("ringgate_redis_events_total", &format!("event=\"{name}\""), n);
+        }
     }
     o.family("ringgate_auth_failures_total", "counter", "Credentials refused, by provider and reason.");
     for ((name, reason), n) in &auth_fail {

@@ -82,7 +82,88 @@ impl ServiceMetrics {
 pub struct LimitMetrics {
     pub allowed: Cell<u64>,
     pub rejected: Cell<u64>,
+    /// Cluster limits: refusals answered from the deny cache, without Redis.
+    pub deny_cache_hits: Cell<u64>,
+    /// Cluster limits: decisions made by `on_error` (local, allow, deny) because Redis failed.
+    pub on_error: [Cell<u64>; 3],
 }
+
+/// The shard's Redis client (cluster rate limits).
+#[derive(Default)]
+pub struct RedisMetrics {
+    pub calls: Cell<u64>,
+    latency_us: RefCell<Option<Histogram<u64>>>,
+    latency_sum_us: Cell<u64>,
+    /// Commands per pipelined write.
+    batch: RefCell<Option<Histogram<u64>>>,
+    batch_sum: Cell<u64>,
+    /// Failed calls by kind: unavailable, timeout, overloaded, error_reply, protocol.
+    errors: RefCell<Vec<(&'static str, u64)>>,
+    pub moved: Cell<u64>,
+    pub ask: Cell<u64>,
+    pub script_loads: Cell<u64>,
+    pub slot_refreshes: Cell<u64>,
+    pub connects: Cell<u64>,
+    pub sync_rounds: Cell<u64>,
+    pub sync_failures: Cell<u64>,
+}
+
+impl RedisMetrics {
+    pub fn record_call(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        self.calls.set(self.calls.get() + 1);
+        self.latency_us.borrow_mut().get_or_insert_with(new_histogram).saturating_record(us.max(1));
+        self.latency_sum_us.set(self.latency_sum_us.get().wrapping_add(us));
+    }
+
+    pub fn record_batch(&self, n: usize) {
+        self.batch.borrow_mut().get_or_insert_with(new_histogram).saturating_record(n.max(1) as u64);
+        self.batch_sum.set(self.batch_sum.get() + n as u64);
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        let mut e = self.errors.borrow_mut();
+        match e.iter_mut().find(|(k, _)| *k == kind) {
+            Some(x) => x.1 += 1,
+            None => e.push((kind, 1)),
+        }
+    }
+
+    fn snapshot(&self) -> RedisSnap {
+        RedisSnap {
+            calls: self.calls.get(),
+            latency_us: self.latency_us.borrow().clone(),
+            latency_sum_us: self.latency_sum_us.get(),
+            batch: self.batch.borrow().clone(),
+            batch_sum: self.batch_sum.get(),
+            errors: self.errors.borrow().clone(),
+            counters: [
+                ("moved", self.moved.get()),
+                ("ask", self.ask.get()),
+                ("script_load", self.script_loads.get()),
+                ("slot_refresh", self.slot_refreshes.get()),
+                ("connect", self.connects.get()),
+                ("sync_round", self.sync_rounds.get()),
+                ("sync_round_failed", self.sync_failures.get()),
+            ],
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct RedisSnap {
+    pub calls: u64,
+    pub latency_us: Option<Histogram<u64>>,
+    pub latency_sum_us: u64,
+    pub batch: Option<Histogram<u64>>,
+    pub batch_sum: u64,
+    pub errors: Vec<(&'static str, u64)>,
+    /// Events by name (redirections, script loads, connects, sync rounds).
+    pub counters: [(&'static str, u64); 7],
+}
+
+/// The `on_error` decision labels, in `LimitMetrics::on_error` order.
+pub const ON_ERROR_LABELS: [&str; 3] = ["local", "allow", "deny"];
 
 /// One authentication provider: failures by reason, and (JWT) cache use.
 #[derive(Default)]
@@ -119,6 +200,7 @@ pub struct ShardMetrics {
     limits: RefCell<Vec<(String, Rc<LimitMetrics>)>>,
     auth: RefCell<Vec<(String, Rc<AuthMetrics>)>>,
     pub conns: ConnMetrics,
+    pub redis: Rc<RedisMetrics>,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: Cell<u64>,
 }
@@ -187,6 +269,13 @@ impl ShardMetrics {
                 })
                 .collect(),
             limits: self.limits.borrow().iter().map(|(n, m)| (n.clone(), m.allowed.get(), m.rejected.get())).collect(),
+            limits_cluster: self
+                .limits
+                .borrow()
+                .iter()
+                .map(|(n, m)| (n.clone(), m.deny_cache_hits.get(), [m.on_error[0].get(), m.on_error[1].get(), m.on_error[2].get()]))
+                .collect(),
+            redis: self.redis.snapshot(),
             auth: self
                 .auth
                 .borrow()
@@ -215,6 +304,9 @@ pub struct Snapshot {
     pub services: Vec<ServiceSnap>,
     /// (limit, allowed, rejected)
     pub limits: Vec<(String, u64, u64)>,
+    /// (limit, deny-cache hits, on_error decisions as in `ON_ERROR_LABELS`)
+    pub limits_cluster: Vec<(String, u64, [u64; 3])>,
+    pub redis: RedisSnap,
     pub auth: Vec<AuthSnap>,
     pub accepted: u64,
     pub open_connections: u64,

@@ -3,10 +3,12 @@
 //! its metrics series), dispatched by enum. The order is fixed: IP rules → CORS →
 //! authentication → rate limits → content type → JSON body. Every stage answers with an explicit
 //! `Flow`; head stages run over the parsed head, and a body stage (JSON validation) over the
-//! request body, buffered up to its bound. Adding a stage is one variant, one struct, and its
-//! place in `Pipeline::build`.
+//! request body, buffered up to its bound. A head stage may wait for an answer from elsewhere
+//! (a cluster rate limit asks Redis): it returns `Flow::Wait` with what it needs, owned; the
+//! caller awaits it and runs the head stages again over the same head, resuming at that stage.
+//! Adding a stage is one variant, one struct, and its place in `Generation::build`.
 //! Nothing here allocates on the steady-state path (verified tokens come from the cache; header
-//! lines go into inline buffers).
+//! lines go into inline buffers), except a stage that waits: its `Wait` and the calls in it.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -19,6 +21,8 @@ use super::cors::{Cors, CorsOutcome};
 use super::ip::{self, IpRules};
 use super::jwt::{Claims, TokenCache};
 use super::ratelimit::{self, Decision, Limiter};
+use crate::cluster::{synced, ExactLimit, SyncedRt};
+use crate::config::cluster::OnError;
 use super::HeaderBuf;
 use crate::config::policy::{JwtProvider, LimitKey, RateLimitDef, Security};
 use crate::error::ProxyError;
@@ -36,6 +40,87 @@ pub type Consumer = Inline<128>;
 pub enum Flow {
     Continue,
     Respond(Local),
+    /// A stage needs an answer from elsewhere (a cluster rate limit asks Redis). The caller
+    /// awaits [`Wait::run`] and runs the head stages again with it: the stages before it are
+    /// skipped, the waiting stage finishes with the answers, the ones after it run.
+    Wait(Box<Wait>),
+}
+
+/// A limit's decision within one request.
+#[derive(Clone, Copy)]
+enum Slot {
+    Open,
+    Decided(Decision),
+    /// Admitted with nothing to report (a cluster limit whose store failed, `on_error = "allow"`).
+    Silent,
+}
+
+/// One cluster limit's call to Redis, owned so it can be awaited.
+struct Pending {
+    slot: usize,
+    limit: Rc<ExactLimit>,
+    local: Arc<Limiter>,
+    metrics: Rc<LimitMetrics>,
+    key: Vec<u8>,
+    redis_key: Vec<u8>,
+}
+
+/// A rate-limit stage waiting for Redis.
+pub struct Wait {
+    stage: usize,
+    slots: [Slot; MAX_LIMITS_PER_ROUTE],
+    pending: Vec<Pending>,
+    /// A limit's store failed with `on_error = "deny"`.
+    store_deny: bool,
+}
+
+impl std::fmt::Debug for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait").field("stage", &self.stage).field("pending", &self.pending.len()).finish()
+    }
+}
+
+impl Wait {
+    /// Asks Redis for every pending decision at once (they share the shard's pipeline), each
+    /// within the cluster timeout; a failed one gets its limit's `on_error` decision.
+    pub async fn run(mut self: Box<Self>) -> Box<Self> {
+        let pending = std::mem::take(&mut self.pending);
+        let calls = pending.iter().map(|p| {
+            let deadline = std::time::Instant::now() + p.limit.client.settings().timeout;
+            p.limit.decide(&p.key, &p.redis_key, deadline)
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for (p, r) in pending.iter().zip(results) {
+            self.slots[p.slot] = match r {
+                Ok(d) => counted(&p.metrics, d),
+                Err(_) => self.on_error(p.limit.on_error, &p.local, &p.metrics, &p.key),
+            };
+        }
+        self
+    }
+
+    fn on_error(&mut self, on_error: OnError, local: &Limiter, metrics: &LimitMetrics, key: &[u8]) -> Slot {
+        let i = match on_error {
+            OnError::Local => 0,
+            OnError::Allow => 1,
+            OnError::Deny => 2,
+        };
+        metrics.on_error[i].set(metrics.on_error[i].get() + 1);
+        match on_error {
+            OnError::Local => counted(metrics, local.check(key, Limiter::now())),
+            OnError::Allow => Slot::Silent,
+            OnError::Deny => {
+                self.store_deny = true;
+                Slot::Silent
+            }
+        }
+    }
+}
+
+fn counted(metrics: &LimitMetrics, d: Decision) -> Slot {
+    let m = if d.allowed { &metrics.allowed } else { &metrics.rejected };
+    m.set(m.get() + 1);
+    Slot::Decided(d)
 }
 
 /// An answer made at the gateway.
@@ -93,8 +178,19 @@ pub enum Provider {
 /// One limit of a route: its definition, the buckets every shard shares, its metrics.
 pub struct RouteLimit {
     pub def: Arc<RateLimitDef>,
+    /// The host's buckets: the limit itself when local; a cluster limit's `on_error = "local"`.
     pub limiter: Arc<Limiter>,
     pub metrics: Rc<LimitMetrics>,
+    pub shared: Shared,
+}
+
+/// Where a limit's counts are kept.
+pub enum Shared {
+    Local,
+    /// In Redis, one call per decision.
+    Exact(Rc<ExactLimit>),
+    /// On this host, synced with Redis every interval.
+    Synced(Rc<SyncedRt>),
 }
 
 pub struct RateLimits {
@@ -127,10 +223,15 @@ impl Pipeline {
     }
 
     /// Runs the head stages. `scratch` is an empty pooled buffer the caller reuses afterwards.
-    pub fn on_head(&self, req: &RequestHead, peer: IpAddr, admitted: &mut Admitted, scratch: &mut Vec<u8>) -> Flow {
-        let mut client = peer;
-        for stage in &self.stages {
+    /// `resumed`: the answered `Wait` of an earlier run over the same head, with the same
+    /// `admitted`.
+    pub fn on_head(&self, req: &RequestHead, peer: IpAddr, admitted: &mut Admitted, scratch: &mut Vec<u8>, resumed: Option<Box<Wait>>) -> Flow {
+        let mut client = admitted.client.unwrap_or(peer);
+        let skip = resumed.as_ref().map_or(0, |w| w.stage);
+        let mut resumed = resumed;
+        for (i, stage) in self.stages.iter().enumerate().skip(skip) {
             let flow = match stage {
+
                 Stage::Ip { server, route } => {
                     let forwarded =
                         if server.trusted_proxies.is_empty() { None } else { header(req, &server.client_ip_header) };
@@ -144,11 +245,14 @@ impl Pipeline {
                 }
                 Stage::Cors(cors) => cors_stage(cors, req, admitted),
                 Stage::Auth(providers) => authenticate(providers, req, admitted),
-                Stage::RateLimit(limits) => rate_limit(limits, req, client, admitted, scratch),
+                Stage::RateLimit(limits) => match resumed.take() {
+                    Some(w) => finish_limits(limits, &w.slots, w.store_deny, admitted, scratch),
+                    None => rate_limit(limits, i, req, client, admitted, scratch),
+                },
                 Stage::ContentType(types) => content_type(types, req, admitted),
                 Stage::Json(max) => json_head(*max, req, admitted),
             };
-            if let Flow::Respond(_) = flow {
+            if !matches!(flow, Flow::Continue) {
                 return flow;
             }
         }
@@ -326,39 +430,77 @@ fn authenticate(providers: &[Provider], req: &RequestHead, admitted: &mut Admitt
     Flow::Respond(Local::Error(ProxyError::Unauthorized(why), h))
 }
 
-/// Every limit is charged; the headers go on every response of the route.
-fn rate_limit(rl: &RateLimits, req: &RequestHead, client: IpAddr, admitted: &mut Admitted, scratch: &mut Vec<u8>) -> Flow {
+/// Every limit is charged; the headers go on every response of the route. A cluster limit that
+/// must ask Redis makes the stage wait (the others are decided already).
+fn rate_limit(rl: &RateLimits, stage: usize, req: &RequestHead, client: IpAddr, admitted: &mut Admitted, scratch: &mut Vec<u8>) -> Flow {
     let now = Limiter::now();
-    let mut applied: [Option<(&ratelimit::LimitConfig, Decision)>; MAX_LIMITS_PER_ROUTE] = [None; MAX_LIMITS_PER_ROUTE];
+    let mut slots = [Slot::Open; MAX_LIMITS_PER_ROUTE];
+    let mut pending: Vec<Pending> = Vec::new();
     let client_text = ip_text(client);
     let client_key = client_text.as_bytes();
-    let mut rejected = false;
-    for (slot, l) in applied.iter_mut().zip(&rl.limits) {
+    let mut wait = Wait { stage, slots, pending: Vec::new(), store_deny: false };
+    for (i, l) in rl.limits.iter().enumerate() {
         let key: &[u8] = match &l.def.key {
             LimitKey::ClientIp => client_key,
             LimitKey::Consumer => admitted.consumer.as_ref().map_or(client_key, |c| c.as_bytes()),
             LimitKey::Route => rl.route.as_bytes(),
             LimitKey::Header(h) => header(req, h).unwrap_or(client_key),
         };
-        let d = l.limiter.check(key, now);
-        let m = if d.allowed { &l.metrics.allowed } else { &l.metrics.rejected };
-        m.set(m.get() + 1);
-        rejected |= !d.allowed;
-        *slot = Some((&l.def.limit, d));
+        slots[i] = match &l.shared {
+            Shared::Local => counted(&l.metrics, l.limiter.check(key, now)),
+            Shared::Exact(x) => match x.cached_refusal(key, std::time::Instant::now()) {
+                Some(d) => {
+                    l.metrics.deny_cache_hits.set(l.metrics.deny_cache_hits.get() + 1);
+                    counted(&l.metrics, d)
+                }
+                None => {
+                    let redis_key = x.redis_key(key);
+                    pending.push(Pending { slot: i, limit: x.clone(), local: l.limiter.clone(), metrics: l.metrics.clone(), key: key.to_vec(), redis_key });
+                    Slot::Open
+                }
+            },
+            Shared::Synced(s) => match s.check(key, now) {
+                synced::Check::Decided(d) => counted(&l.metrics, d),
+                synced::Check::Degraded => wait.on_error(s.on_error, &l.limiter, &l.metrics, key),
+            },
+        };
     }
-    let Some(first) = applied[0] else { return Flow::Continue };
-    let mut list = [first; MAX_LIMITS_PER_ROUTE];
+    if !pending.is_empty() {
+        wait.slots = slots;
+        wait.pending = pending;
+        return Flow::Wait(Box::new(wait));
+    }
+    finish_limits(rl, &slots, wait.store_deny, admitted, scratch)
+}
+
+/// Writes the headers of the decided limits and refuses the request if one refused it (or its
+/// store failed with `on_error = "deny"`).
+fn finish_limits(rl: &RateLimits, slots: &[Slot; MAX_LIMITS_PER_ROUTE], store_deny: bool, admitted: &mut Admitted, scratch: &mut Vec<u8>) -> Flow {
+    let mut list: [Option<(&ratelimit::LimitConfig, Decision)>; MAX_LIMITS_PER_ROUTE] = [None; MAX_LIMITS_PER_ROUTE];
     let mut n = 0;
-    for a in applied.iter().flatten() {
-        list[n] = *a;
-        n += 1;
+    let mut rejected = false;
+    for (l, slot) in rl.limits.iter().zip(slots) {
+        if let Slot::Decided(d) = slot {
+            list[n] = Some((&l.def.limit, *d));
+            n += 1;
+            rejected |= !d.allowed;
+        }
     }
-    scratch.clear();
-    ratelimit::write_headers(scratch, &list[..n]);
-    admitted.response_headers.raw(scratch);
-    scratch.clear();
+    if let Some(first) = list[0] {
+        let mut applied = [first; MAX_LIMITS_PER_ROUTE];
+        for (a, l) in applied.iter_mut().zip(list.iter().flatten()) {
+            *a = *l;
+        }
+        scratch.clear();
+        ratelimit::write_headers(scratch, &applied[..n]);
+        admitted.response_headers.raw(scratch);
+        scratch.clear();
+    }
     if rejected {
         return Flow::Respond(Local::Error(ProxyError::RateLimited, admitted.response_headers));
+    }
+    if store_deny {
+        return Flow::Respond(Local::Error(ProxyError::LimitStoreUnavailable, admitted.response_headers));
     }
     Flow::Continue
 }

@@ -10,13 +10,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::cluster::synced::SyncedLimit;
+use crate::cluster::{Client, ExactLimit, SyncedRt};
+use crate::config::cluster::{Scope, SyncMode};
 use crate::config::policy::{AuthRef, RateLimitDef};
 use crate::config::Config;
 use crate::http::parse::HeadLimits;
 use crate::observe::metrics::{RouteMetrics, ShardMetrics, NO_ROUTE};
 use crate::policy::apikey::ApiKeySet;
 use crate::policy::ratelimit::Limiter;
-use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Stage};
+use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Shared, Stage};
 use crate::router::Router;
 use crate::upstream::{service_shared, ServiceShared, Upstreams};
 
@@ -29,6 +32,9 @@ pub struct Published {
     pub api_keys: Vec<Arc<ApiKeySet>>,
     /// One per `[[services]]`, in config order: the state all shards share.
     pub services: Vec<Arc<ServiceShared>>,
+    /// One per `[[rate_limits]]`: a synced cluster limit's host-wide table (carried over a
+    /// reload when its settings are unchanged); None for the others.
+    pub synced: Vec<Option<Arc<SyncedLimit>>>,
 }
 
 impl Published {
@@ -54,7 +60,19 @@ impl Published {
                 kept.unwrap_or_else(|| service_shared(s))
             })
             .collect();
-        Published { id, cfg, limits, api_keys, services }
+        let prefix = cfg.cluster.as_ref().map_or("", |c| c.key_prefix.as_str());
+        let synced = cfg
+            .rate_limits
+            .iter()
+            .map(|def| {
+                let Scope::Cluster { sync: SyncMode::Every(every), .. } = def.scope else { return None };
+                let kept = prev.and_then(|p| {
+                    p.synced.iter().flatten().find(|t| t.same_settings(&def.limit, every, prefix)).cloned()
+                });
+                Some(kept.unwrap_or_else(|| Arc::new(SyncedLimit::new(&def.limit, every, prefix))))
+            })
+            .collect();
+        Published { id, cfg, limits, api_keys, services, synced }
     }
 }
 
@@ -86,6 +104,9 @@ pub struct Generation {
     pub unmatched: Rc<RouteMetrics>,
     /// JWT providers with their token caches, for carrying the caches over by name.
     jwt: Vec<Rc<JwtAuth>>,
+    /// The shard's Redis client, when the config has `[cluster]` (carried over a reload with
+    /// the same settings, connections and all).
+    redis: Option<Rc<Client>>,
 }
 
 impl Generation {
@@ -111,6 +132,33 @@ impl Generation {
             .collect();
         let api: Vec<Rc<ApiKeyAuth>> =
             p.api_keys.iter().map(|set| Rc::new(ApiKeyAuth::new(set.clone(), metrics.auth(&set.name)))).collect();
+        let redis = cfg.cluster.as_ref().map(|settings| {
+            prev.and_then(|g| g.redis.clone())
+                .filter(|c| **c.settings() == *settings)
+                .unwrap_or_else(|| Client::new(Arc::new(settings.clone()), metrics.redis.clone()))
+        });
+        // Per limit, how this shard shares it: built once, used by every route naming it.
+        let shared: Vec<Option<Rc<ExactLimit>>> = cfg
+            .rate_limits
+            .iter()
+            .map(|def| match (def.scope, &redis) {
+                (Scope::Cluster { sync: SyncMode::Exact, on_error }, Some(client)) => {
+                    Some(Rc::new(ExactLimit::new(client.clone(), &def.limit, on_error)))
+                }
+                _ => None,
+            })
+            .collect();
+        let synced: Vec<Option<Rc<SyncedRt>>> = p
+            .synced
+            .iter()
+            .zip(&cfg.rate_limits)
+            .map(|(table, def)| match (table, def.scope, &redis) {
+                (Some(table), Scope::Cluster { on_error, .. }, Some(client)) => {
+                    Some(Rc::new(SyncedRt { table: table.clone(), client: client.clone(), on_error }))
+                }
+                _ => None,
+            })
+            .collect();
         let security = Arc::new(cfg.security.clone());
         let routes = cfg
             .routes
@@ -138,7 +186,12 @@ impl Generation {
                         .iter()
                         .map(|&k| {
                             let (def, limiter) = &p.limits[k];
-                            RouteLimit { def: def.clone(), limiter: limiter.clone(), metrics: metrics.limit(&def.limit.name) }
+                            let shared = match (&shared[k], &synced[k]) {
+                                (Some(x), _) => Shared::Exact(x.clone()),
+                                (_, Some(s)) => Shared::Synced(s.clone()),
+                                _ => Shared::Local,
+                            };
+                            RouteLimit { def: def.clone(), limiter: limiter.clone(), metrics: metrics.limit(&def.limit.name), shared }
                         })
                         .collect();
                     stages.push(Stage::RateLimit(RateLimits { route: r.name.clone(), limits }));
@@ -175,6 +228,7 @@ impl Generation {
             },
             unmatched: metrics.route(NO_ROUTE),
             jwt,
+            redis,
             cfg,
         }
     }

@@ -434,3 +434,10 @@ fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAdd
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
+
+/// `PING`s every `[cluster] redis` node once (blocking, 1 s each), for `ringgate check --connect`:
+/// each address (password redacted) with the outcome.
+pub fn ping_redis(cfg: &crate::config::Config) -> Vec<(String, Result<(), String>)> {
+    let Some(cluster) = &cfg.cluster else { return Vec::new() };
+    cluster.redis.iter().map(|a| (a.to_string(), crate::cluster::ping(a, std::time::Duration::from_secs(1)))).collect()
+}

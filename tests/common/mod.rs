@@ -2,6 +2,8 @@
 //! std threads, so they share nothing with the code under test), and a raw-bytes client.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
