@@ -62,6 +62,8 @@ pub enum ProxyError {
     NoHealthyUpstream,
     #[error("the shared rate-limit store did not answer")]
     LimitStoreUnavailable,
+    #[error("the Host does not match the TLS server name")]
+    MisdirectedRequest,
     #[error("internal error")]
     Internal,
 }
@@ -83,7 +85,8 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
             | ProxyError::LengthRequired
-            | ProxyError::ForwardHeadersTooLarge => Side::Client,
+            | ProxyError::ForwardHeadersTooLarge
+            | ProxyError::MisdirectedRequest => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
@@ -115,6 +118,7 @@ impl ProxyError {
             ProxyError::InvalidJson => 400,
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
+            ProxyError::MisdirectedRequest => 421,
             ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream | ProxyError::LimitStoreUnavailable => 503,
             ProxyError::Internal => 500,
         }
@@ -153,6 +157,7 @@ impl ProxyError {
             ProxyError::Overloaded => "service_overloaded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::LimitStoreUnavailable => "limit_store_unavailable",
+            ProxyError::MisdirectedRequest => "misdirected_request",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -184,6 +189,7 @@ impl ProxyError {
             ProxyError::Overloaded => "the service has too many requests in flight",
             ProxyError::NoHealthyUpstream => "no endpoint of the service is healthy",
             ProxyError::LimitStoreUnavailable => "the rate-limit store is unavailable; try again later",
+            ProxyError::MisdirectedRequest => "this connection's TLS server name does not serve the requested host",
             ProxyError::Internal => "internal error",
         }
     }

@@ -14,4 +14,5 @@ mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod stub;
+mod tls;
 mod upstream;

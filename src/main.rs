@@ -80,6 +80,9 @@ fn main() -> ExitCode {
         Command::Check { config, connect } => match Config::load(&config) {
             Ok(cfg) => {
                 let _ = writeln!(std::io::stdout(), "{} is valid", config.display());
+                for w in &cfg.warnings {
+                    let _ = writeln!(std::io::stdout(), "warning: {w}");
+                }
                 print_summary(&cfg, None);
                 if !connect {
                     return ExitCode::SUCCESS;
@@ -132,6 +135,9 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let summary_cfg = cfg.clone();
     let gateway = match Gateway::start_from(cfg, Some(path.to_path_buf())) {
         Ok(g) => g,

@@ -461,6 +461,13 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         Planned::Head(head, Outcome::Reject(f))
     };
     let host = parse::host_without_port(req.host);
+    // RFC 9110 §15.5.20: with strict_sni_host, a Host that the connection's TLS server name does
+    // not name is misdirected.
+    if let (Some(tls), Some(t)) = (client.stream.tls(), gen.cfg.tls.as_ref()) {
+        if t.strict_sni_host && tls.sni.as_deref().is_some_and(|sni| !host.eq_ignore_ascii_case(sni.as_bytes())) {
+            return reject(head, ProxyError::MisdirectedRequest, HeaderBuf::default());
+        }
+    }
     let preflight =
         cors::is_preflight(req.method, stage::header(&req, "origin"), stage::header(&req, "access-control-request-method"));
     let (route_idx, segments, only_preflight) = match gen.router.lookup(host, req.path, req.method) {
@@ -493,7 +500,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         }
         None => (Admitted::default(), None),
     };
-    let flow = route.pipeline.on_head(&req, client.peer, &mut admitted, out, waited);
+    let flow = route.pipeline.on_head(&req, client.peer, client.stream.tls(), &mut admitted, out, waited);
     ctx.consumer = admitted.consumer;
     if let Some(ip) = admitted.client {
         ctx.client_ip = ip;
@@ -523,7 +530,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     out.clear();
     let info = ForwardInfo {
         client_ip: client.ip.as_bytes(),
-        proto: b"http",
+        proto: if client.stream.tls().is_some() { b"https" } else { b"http" },
         request_id: request_id.as_bytes(),
         path,
         strip: &route.strip_headers,

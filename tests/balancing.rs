@@ -114,8 +114,12 @@ fn consistent_hash_keeps_keys_across_shards_and_moves_few_when_one_goes() {
     gw.gateway().reload_with(Config::parse(&service_config(2, &list(3), hashed)).unwrap()).expect("reload accepted");
     thread::sleep(Duration::from_millis(200));
     let after: Vec<String> = (0..USERS).map(owner).collect();
+    // Exactly the removed endpoint's keys move (its share varies with the random ports the test
+    // endpoints get: about a quarter, bounded loosely here).
     let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
-    assert!(moved * 100 <= USERS * 30, "{moved} of {USERS} keys moved");
+    let on_d = before.iter().filter(|b| *b == "d").count();
+    assert_eq!(moved, on_d, "{moved} keys moved, {on_d} were on the removed endpoint");
+    assert!(on_d * 100 <= USERS * 45, "{on_d} of {USERS} keys were on one of four endpoints");
     assert!(before.iter().zip(&after).filter(|(b, a)| b != a).all(|(b, _)| b == "d"), "only the removed endpoint's keys move");
 }
 

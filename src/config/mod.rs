@@ -6,6 +6,7 @@ mod locate;
 pub mod policy;
 mod raw;
 mod suggest;
+pub mod tls;
 pub mod units;
 
 use std::fmt;
@@ -43,6 +44,12 @@ pub struct Config {
     pub log: Log,
     /// The Redis that `scope = "cluster"` limits share; absent when no `[cluster]` table.
     pub cluster: Option<cluster::ClusterSettings>,
+    /// TLS listeners and their certificates; absent when no `[tls]` table.
+    pub tls: Option<tls::Tls>,
+    /// Auth providers that admit requests by client certificate.
+    pub mtls: Vec<tls::MtlsProvider>,
+    /// Problems that do not stop the config from loading (a certificate expiring soon).
+    pub warnings: Vec<String>,
 }
 
 /// The admin listener (metrics, health, config, reload); off when `listen` is absent.
@@ -355,6 +362,12 @@ const KNOWN_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
 
 impl Config {
+    /// Every address to listen on, and whether it speaks TLS: `server.listen`, then `tls.listen`.
+    pub fn listeners(&self) -> Vec<(SocketAddr, bool)> {
+        let tls = self.tls.iter().flat_map(|t| t.listen.iter().map(|a| (*a, true)));
+        self.server.listen.iter().map(|a| (*a, false)).chain(tls).collect()
+    }
+
     /// Reads, parses and validates a config file; errors name the file and their lines in it.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let file = Some(path.display().to_string());
@@ -606,6 +619,10 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
     let jwt: Vec<JwtProvider> = raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base)).collect();
     let api_keys: Vec<ApiKeySet> = raw.api_keys.iter().enumerate().filter_map(|(i, r)| policy::api_keys(&mut c, i, r)).collect();
     let cluster = cluster::settings(&mut c, raw.cluster.as_ref());
+    let mut warnings = Vec::new();
+    let tls = tls::settings(&mut c, raw.tls.as_ref(), base, &mut warnings, &listen);
+    let has_client_auth = raw.tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+    let mtls: Vec<tls::MtlsProvider> = raw.mtls.iter().enumerate().filter_map(|(i, r)| tls::mtls(&mut c, i, r, has_client_auth)).collect();
     let rate_limits: Vec<RateLimitDef> = raw
         .rate_limits
         .iter()
@@ -613,17 +630,30 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         .filter_map(|(i, r)| policy::rate_limit(&mut c, i, r, cluster.as_ref(), raw.cluster.is_some()))
         .collect();
     let mut names: Vec<&str> = Vec::new();
-    for (kind, n) in jwt.iter().map(|j| ("jwt", j.name.as_str())).chain(api_keys.iter().map(|a| ("api_keys", a.name.as_str()))) {
+    let providers = jwt
+        .iter()
+        .map(|j| ("jwt", j.name.as_str()))
+        .chain(api_keys.iter().map(|a| ("api_keys", a.name.as_str())))
+        .chain(mtls.iter().map(|m| ("mtls", m.name.as_str())));
+    for (kind, n) in providers {
         if names.contains(&n) {
-            c.err(kind, format!("`{n}` names more than one [[jwt]] or [[api_keys]] entry"), "give each provider a unique name");
+            c.err(kind, format!("`{n}` names more than one [[jwt]], [[api_keys]] or [[mtls]] entry"), "give each provider a unique name");
         }
         names.push(n);
     }
     let policy_names = PolicyNames {
         jwt: &jwt,
         api_keys: &api_keys,
+        mtls: &mtls,
         rate_limits: &rate_limits,
-        defined_auth: raw.jwt.iter().map(|j| named(&j.name)).chain(raw.api_keys.iter().map(|a| named(&a.name))).flatten().collect(),
+        defined_auth: raw
+            .jwt
+            .iter()
+            .map(|j| named(&j.name))
+            .chain(raw.api_keys.iter().map(|a| named(&a.name)))
+            .chain(raw.mtls.iter().map(|m| named(&m.name)))
+            .flatten()
+            .collect(),
         defined_limits: raw.rate_limits.iter().filter_map(|l| named(&l.name)).collect(),
     };
     let routes: Vec<Route> = raw
@@ -658,6 +688,9 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         admin,
         log,
         cluster,
+        tls,
+        mtls,
+        warnings,
     })
 }
 

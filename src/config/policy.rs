@@ -148,6 +148,7 @@ pub struct RateLimitDef {
 pub enum AuthRef {
     Jwt(usize),
     ApiKey(usize),
+    Mtls(usize),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -396,6 +397,7 @@ fn scope(c: &mut Checker, p: &str, raw: &RawRateLimit, cluster: Option<&ClusterS
 pub struct PolicyNames<'a> {
     pub jwt: &'a [JwtProvider],
     pub api_keys: &'a [ApiKeySet],
+    pub mtls: &'a [super::tls::MtlsProvider],
     pub rate_limits: &'a [RateLimitDef],
     /// Every `[[jwt]]` and `[[api_keys]]` name in the file, built or not: a provider whose keys
     /// failed is reported where it is defined, and its routes must not also call it missing.
@@ -420,13 +422,14 @@ pub(crate) fn route_policy(
     for (j, a) in auth.iter().flatten().enumerate() {
         let jwt = names.jwt.iter().position(|x| &x.name == a).map(AuthRef::Jwt);
         let key = names.api_keys.iter().position(|x| &x.name == a).map(AuthRef::ApiKey);
-        match jwt.or(key) {
+        let cert = names.mtls.iter().position(|x| &x.name == a).map(AuthRef::Mtls);
+        match jwt.or(key).or(cert) {
             Some(r) => out.auth.push(r),
             None if names.defined_auth.contains(&a.as_str()) => {} // its own error says what is wrong
             None => c.err(
                 format!("{p}.auth[{j}]"),
-                format!("no [[jwt]] or [[api_keys]] named `{a}`"),
-                suggest::name_fix(a, &names.defined_auth, "providers", "define a [[jwt]] or [[api_keys]] table with this name"),
+                format!("no [[jwt]], [[api_keys]] or [[mtls]] named `{a}`"),
+                suggest::name_fix(a, &names.defined_auth, "providers", "define a [[jwt]], [[api_keys]] or [[mtls]] table with this name"),
             ),
         }
     }
@@ -445,6 +448,7 @@ pub(crate) fn route_policy(
         match *a {
             AuthRef::Jwt(k) => out.strip_headers.extend(names.jwt[k].forward_headers.iter().cloned()),
             AuthRef::ApiKey(k) => out.strip_headers.extend(names.api_keys[k].forward_consumer.iter().cloned()),
+            AuthRef::Mtls(k) => out.strip_headers.extend(names.mtls[k].forward_subject.iter().cloned()),
         }
     }
     if out.rate_limits.len() > 8 {

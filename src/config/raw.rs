@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::cluster::RawCluster;
+use super::tls::{RawMtls, RawTls};
 use super::policy::{RawApiKeys, RawCors, RawJwt, RawRateLimit, RawSecurity, RawValidate};
 use super::{suggest, ConfigError};
 
@@ -25,6 +26,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub log: RawLog,
     pub cluster: Option<RawCluster>,
+    pub tls: Option<RawTls>,
+    pub mtls: Vec<RawMtls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,7 +43,7 @@ pub struct RawLog {
 
 /// The top-level keys, each a `[table]` or a list of `[[tables]]`.
 const SECTIONS: &[&str] =
-    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log", "cluster"];
+    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log", "cluster", "tls", "mtls"];
 
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
 /// out (as if unset), so validation still runs over everything else.
@@ -61,6 +64,8 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "admin" => raw.admin = table(&key, value, errors),
             "log" => raw.log = table(&key, value, errors),
             "cluster" => raw.cluster = Some(table(&key, value, errors)),
+            "tls" => raw.tls = Some(table(&key, value, errors)),
+            "mtls" => raw.mtls = tables(&key, value, errors),
             _ => {
                 let fix = suggest::did_you_mean(&key, SECTIONS.iter().copied());
                 errors.push(unknown_key(key, fix));

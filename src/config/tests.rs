@@ -631,7 +631,7 @@ fn unknown_keys_and_names_suggest_the_closest() {
         ("service name", with_services("[[routes]]\npaths = [\"/\"]\nservice = \"order\"\n"), "routes[0].service", "did you mean `orders`?"),
         ("provider name", format!("{jwt}{}", route("auth = [\"mian\"]")), "routes[0].auth[0]", "did you mean `main`? (providers: main)"),
         ("provider name, nothing close", format!("{jwt}{}", route("auth = [\"partners\"]")), "routes[0].auth[0]", "use one of: main"),
-        ("no providers at all", route("auth = [\"main\"]"), "routes[0].auth[0]", "define a [[jwt]] or [[api_keys]] table"),
+        ("no providers at all", route("auth = [\"main\"]"), "routes[0].auth[0]", "define a [[jwt]], [[api_keys]] or [[mtls]] table"),
         ("limit name", format!("{limit}{}", route("rate_limits = [\"per_ip\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
         ("limit name, other case", format!("{limit}{}", route("rate_limits = [\"Per-IP\"]")), "routes[0].rate_limits[0]", "did you mean `per-ip`?"),
     ];
@@ -751,6 +751,8 @@ fn shipped_config_shows_every_key_and_the_defaults() {
         ("admin", known_keys::<RawAdmin>()),
         ("log", known_keys::<RawLog>()),
         ("cluster", known_keys::<super::cluster::RawCluster>()),
+        ("tls", known_keys::<super::tls::RawTls>()),
+        ("mtls", known_keys::<super::tls::RawMtls>()),
     ];
     for (section, keys) in &sections {
         for key in keys.iter().flat_map(|(_, keys)| keys.iter()) {

@@ -10,7 +10,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-/// A client connection's byte stream: plain TCP today, TLS next. The connection loop waits for
+/// A client connection's byte stream: plain TCP or TLS. The connection loop waits for
 /// readability on the socket underneath, so an idle connection holds no buffer.
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     /// The TCP socket underneath (readiness, peeks).
@@ -21,6 +21,15 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     fn has_buffered(&self) -> bool {
         false
     }
+
+    /// What the TLS handshake settled, on a TLS connection.
+    fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        None
+    }
+
+    /// Reads go through records (TLS): a readable socket may hold only part of one, so the
+    /// first read of a request is bounded in time like the rest of its head.
+    const RECORDS: bool = false;
 }
 
 impl ClientStream for TcpStream {

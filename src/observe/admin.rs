@@ -131,8 +131,11 @@ fn handle(mut s: TcpStream, r: &Reloader) {
                         .collect(),
                 })
                 .collect();
+            let published = g.published();
+            let certs = published.cfg.tls.iter().flat_map(|t| t.certs.iter().map(|c| (c.cert_file.display().to_string(), c.not_after))).collect();
             let info = Info {
                 services,
+                certs,
                 version: env!("CARGO_PKG_VERSION"),
                 generation: g.published_id(),
                 last_reload_unix: st.last_unix,
@@ -197,6 +200,7 @@ pub fn config_json(cfg: &Config, generation: u64) -> serde_json::Value {
                 "auth": rp.auth.iter().map(|a| match *a {
                     crate::config::policy::AuthRef::Jwt(i) => cfg.jwt[i].name.clone(),
                     crate::config::policy::AuthRef::ApiKey(i) => cfg.api_keys[i].name.clone(),
+                    crate::config::policy::AuthRef::Mtls(i) => cfg.mtls[i].name.clone(),
                 }).collect::<Vec<_>>(),
                 "rate_limits": rp.rate_limits.iter().map(|&k| cfg.rate_limits[k].limit.name.clone()).collect::<Vec<_>>(),
                 "cors": rp.cors.is_some(),

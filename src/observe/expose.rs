@@ -26,6 +26,8 @@ pub struct Info<'a> {
     pub ready_shards: usize,
     /// Per service: the state all shards share.
     pub services: Vec<ServiceInfo>,
+    /// Per TLS certificate: its file and when its chain expires (unix seconds).
+    pub certs: Vec<(String, i64)>,
 }
 
 /// A service's shared state at scrape time.
@@ -144,6 +146,7 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut limits_cluster: BTreeMap<&str, (u64, [u64; 3])> = BTreeMap::new();
     let mut redis = crate::observe::metrics::RedisSnap::default();
     let mut redis_errors: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut handshakes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
@@ -182,6 +185,9 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
             for (a, b) in e.1.iter_mut().zip(on_error) {
                 *a += b;
             }
+        }
+        for &(result, version, n) in &s.tls_handshakes {
+            *handshakes.entry((result, version)).or_default() += n;
         }
         redis.calls += s.redis.calls;
         redis.latency_sum_us += s.redis.latency_sum_us;
@@ -356,6 +362,16 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         o.family("ringgate_redis_events_total", "counter", "Redis client events: redirections, script loads, slot-map refreshes, connects, sync rounds.");
         for (name, n) in &redis.counters {
             o.sample("ringgate_redis_events_total", &format!("event=\"{name}\""), n);
+        }
+    }
+    if !handshakes.is_empty() || !info.certs.is_empty() {
+        o.family("ringgate_tls_handshakes_total", "counter", "TLS connections by handshake result (full, resumed, failed, timeout, plain_http, not_tls) and version.");
+        for ((result, version), n) in &handshakes {
+            o.sample("ringgate_tls_handshakes_total", &format!("result=\"{result}\",version=\"{version}\""), n);
+        }
+        o.family("ringgate_tls_certificate_expiry_timestamp_seconds", "gauge", "When each configured certificate chain expires (its earliest notAfter), unix time.");
+        for (file, not_after) in &info.certs {
+            o.sample("ringgate_tls_certificate_expiry_timestamp_seconds", &format!("cert=\"{}\"", label(file)), not_after);
         }
     }
     o.family("ringgate_auth_failures_total", "counter", "Credentials refused, by provider and reason.");

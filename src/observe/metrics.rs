@@ -88,6 +88,23 @@ pub struct LimitMetrics {
     pub on_error: [Cell<u64>; 3],
 }
 
+/// TLS handshakes on the shard, by result (`full`, `resumed`, `failed`, `timeout`,
+/// `plain_http`, `not_tls`) and protocol version.
+#[derive(Default)]
+pub struct TlsMetrics {
+    handshakes: RefCell<Vec<(&'static str, &'static str, u64)>>,
+}
+
+impl TlsMetrics {
+    pub fn handshake(&self, result: &'static str, version: &'static str) {
+        let mut h = self.handshakes.borrow_mut();
+        match h.iter_mut().find(|(r, v, _)| *r == result && *v == version) {
+            Some(e) => e.2 += 1,
+            None => h.push((result, version, 1)),
+        }
+    }
+}
+
 /// The shard's Redis client (cluster rate limits).
 #[derive(Default)]
 pub struct RedisMetrics {
@@ -201,6 +218,7 @@ pub struct ShardMetrics {
     auth: RefCell<Vec<(String, Rc<AuthMetrics>)>>,
     pub conns: ConnMetrics,
     pub redis: Rc<RedisMetrics>,
+    pub tls: TlsMetrics,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: Cell<u64>,
 }
@@ -276,6 +294,7 @@ impl ShardMetrics {
                 .map(|(n, m)| (n.clone(), m.deny_cache_hits.get(), [m.on_error[0].get(), m.on_error[1].get(), m.on_error[2].get()]))
                 .collect(),
             redis: self.redis.snapshot(),
+            tls_handshakes: self.tls.handshakes.borrow().clone(),
             auth: self
                 .auth
                 .borrow()
@@ -307,6 +326,8 @@ pub struct Snapshot {
     /// (limit, deny-cache hits, on_error decisions as in `ON_ERROR_LABELS`)
     pub limits_cluster: Vec<(String, u64, [u64; 3])>,
     pub redis: RedisSnap,
+    /// (result, version, count)
+    pub tls_handshakes: Vec<(&'static str, &'static str, u64)>,
     pub auth: Vec<AuthSnap>,
     pub accepted: u64,
     pub open_connections: u64,

@@ -23,6 +23,8 @@ use super::jwt::{Claims, TokenCache};
 use super::ratelimit::{self, Decision, Limiter};
 use crate::cluster::{synced, ExactLimit, SyncedRt};
 use crate::config::cluster::OnError;
+use crate::config::tls::{ConsumerFrom, MtlsProvider};
+use crate::tls::TlsInfo;
 use super::HeaderBuf;
 use crate::config::policy::{JwtProvider, LimitKey, RateLimitDef, Security};
 use crate::error::ProxyError;
@@ -170,9 +172,26 @@ impl ApiKeyAuth {
     }
 }
 
+/// A client-certificate provider: the connection's verified certificate names the consumer.
+pub struct MtlsAuth {
+    pub provider: MtlsProvider,
+    /// The `WWW-Authenticate` value for a refusal, made once.
+    pub challenge: String,
+    pub metrics: Rc<AuthMetrics>,
+}
+
+impl MtlsAuth {
+    pub fn new(provider: MtlsProvider, metrics: Rc<AuthMetrics>) -> MtlsAuth {
+        // No registered scheme for client certificates; name what is expected, as for API keys.
+        let challenge = format!("ClientCertificate realm=\"{}\"", provider.name);
+        MtlsAuth { provider, challenge, metrics }
+    }
+}
+
 pub enum Provider {
     Jwt(Rc<JwtAuth>),
     ApiKey(Rc<ApiKeyAuth>),
+    Mtls(Rc<MtlsAuth>),
 }
 
 /// One limit of a route: its definition, the buckets every shard shares, its metrics.
@@ -225,7 +244,8 @@ impl Pipeline {
     /// Runs the head stages. `scratch` is an empty pooled buffer the caller reuses afterwards.
     /// `resumed`: the answered `Wait` of an earlier run over the same head, with the same
     /// `admitted`.
-    pub fn on_head(&self, req: &RequestHead, peer: IpAddr, admitted: &mut Admitted, scratch: &mut Vec<u8>, resumed: Option<Box<Wait>>) -> Flow {
+    /// `tls`: what the connection's TLS handshake settled, on a TLS connection.
+    pub fn on_head(&self, req: &RequestHead, peer: IpAddr, tls: Option<&TlsInfo>, admitted: &mut Admitted, scratch: &mut Vec<u8>, resumed: Option<Box<Wait>>) -> Flow {
         let mut client = admitted.client.unwrap_or(peer);
         let skip = resumed.as_ref().map_or(0, |w| w.stage);
         let mut resumed = resumed;
@@ -244,7 +264,7 @@ impl Pipeline {
                     }
                 }
                 Stage::Cors(cors) => cors_stage(cors, req, admitted),
-                Stage::Auth(providers) => authenticate(providers, req, admitted),
+                Stage::Auth(providers) => authenticate(providers, req, tls, admitted),
                 Stage::RateLimit(limits) => match resumed.take() {
                     Some(w) => finish_limits(limits, &w.slots, w.store_deny, admitted, scratch),
                     None => rate_limit(limits, i, req, client, admitted, scratch),
@@ -347,7 +367,7 @@ fn cors_stage(cors: &Cors, req: &RequestHead, admitted: &mut Admitted) -> Flow {
 
 /// Any one of the route's providers admits the request. A refusal carries a challenge for each
 /// kind of provider the route accepts (RFC 9110 §11.6.1, §15.5.2: a 401 MUST send one).
-fn authenticate(providers: &[Provider], req: &RequestHead, admitted: &mut Admitted) -> Flow {
+fn authenticate(providers: &[Provider], req: &RequestHead, tls: Option<&TlsInfo>, admitted: &mut Admitted) -> Flow {
     let mut failure: (&'static str, bool) = ("missing credentials", false);
     let now = unix_now();
     for p in providers {
@@ -413,6 +433,31 @@ fn authenticate(providers: &[Provider], req: &RequestHead, admitted: &mut Admitt
                     }
                 }
             }
+            Provider::Mtls(auth) => {
+                // rustls verified the chain during the handshake; here it only names the consumer.
+                let Some(cert) = tls.and_then(|t| t.client.as_deref()) else {
+                    auth.metrics.failure("no client certificate");
+                    if failure.0 == "missing credentials" {
+                        failure = ("no client certificate", false);
+                    }
+                    continue;
+                };
+                let name = match auth.provider.consumer_from {
+                    ConsumerFrom::SanDns => cert.san_dns.first(),
+                    ConsumerFrom::SubjectCn => cert.common_name.as_ref(),
+                    ConsumerFrom::SanUri => cert.san_uri.first(),
+                };
+                let Some(name) = name else {
+                    auth.metrics.failure("certificate names no consumer");
+                    failure = ("the client certificate names no consumer", true);
+                    continue;
+                };
+                if let Some(h) = &auth.provider.forward_subject {
+                    admitted.forward_headers.line(h.as_bytes(), cert.subject.as_bytes());
+                }
+                admitted.consumer = Some(consumer_name(name.as_bytes()));
+                return Flow::Continue;
+            }
         }
     }
     let (why, presented) = failure;
@@ -423,8 +468,10 @@ fn authenticate(providers: &[Provider], req: &RequestHead, admitted: &mut Admitt
         h.line(b"WWW-Authenticate", challenge);
     }
     for p in providers {
-        if let Provider::ApiKey(auth) = p {
-            h.line(b"WWW-Authenticate", auth.challenge.as_bytes());
+        match p {
+            Provider::ApiKey(auth) => h.line(b"WWW-Authenticate", auth.challenge.as_bytes()),
+            Provider::Mtls(auth) => h.line(b"WWW-Authenticate", auth.challenge.as_bytes()),
+            Provider::Jwt(_) => {}
         }
     }
     Flow::Respond(Local::Error(ProxyError::Unauthorized(why), h))

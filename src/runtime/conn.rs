@@ -7,10 +7,112 @@ use std::rc::Rc;
 use std::time::Instant;
 
 
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
 use super::shard::Shard;
 use crate::http::io::{peek, ClientStream, Peek, ReadBuf};
-use crate::http::write::ip_text;
+use crate::http::write::{self, ip_text, ErrorResponse};
 use crate::proxy::{self, Client, Next};
+use crate::tls::{ClientIdentity, TlsConn};
+
+/// A TLS handshake record starts with this byte (content type 22).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection on a TLS listener: a client that speaks plain HTTP gets a clear 400 (as nginx
+/// answers it), anything else gets the handshake, bounded by the header timeout, and then the
+/// same request loop as plain connections.
+pub async fn serve_tls(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
+    let gen = shard.generation();
+    let Some(config) = gen.tls.clone() else { return };
+    let deadline = Instant::now() + gen.cfg.timeouts.header;
+    drop(gen);
+    let ready = monoio::select! {
+        r = tcp.readable(false) => r.is_ok(),
+        _ = shard.drain.wait_idle(deadline) => false,
+    };
+    let first = ready.then(|| first_byte(&tcp)).flatten();
+    match first {
+        Some(TLS_HANDSHAKE) => {}
+        Some(b) if b.is_ascii_uppercase() => {
+            shard.metrics.tls.handshake("plain_http", "");
+            let mut out = Vec::with_capacity(512);
+            let e = ErrorResponse {
+                status: 400,
+                code: "plain_http_on_tls_port",
+                message: "the plain HTTP request was sent to a TLS port; use https://",
+                request_id: b"-",
+                close: true,
+                head_only: false,
+                extra: b"",
+            };
+            write::error_response(&mut out, &e);
+            // Take what the client sent off the socket first: closing with unread bytes would
+            // reset the connection, and the client might lose the answer.
+            discard_pending(&tcp);
+            let mut tcp = tcp;
+            let _ = monoio::time::timeout_at(deadline.into(), tcp.write_all(out)).await;
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut tcp).await;
+            discard_pending(&tcp);
+            return;
+        }
+        _ => {
+            shard.metrics.tls.handshake("not_tls", "");
+            return;
+        }
+    }
+    let session = match rustls::ServerConnection::new(config) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let mut tls = TlsConn::new(tcp, session);
+    match monoio::time::timeout_at(deadline.into(), tls.handshake()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            shard.metrics.tls.handshake("failed", "");
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shard.metrics.tls.handshake("timeout", "");
+            return;
+        }
+    }
+    let s = tls.session();
+    let version = match s.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        _ => "other",
+    };
+    let resumed = s.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let client = s.peer_certificates().and_then(|c| c.first()).and_then(|leaf| ClientIdentity::from_der(leaf.as_ref())).map(Box::new);
+    let sni = s.server_name().map(|n| n.to_ascii_lowercase().into_boxed_str());
+    tls.info = crate::tls::TlsInfo { sni, version, resumed, client };
+    shard.metrics.tls.handshake(if resumed { "resumed" } else { "full" }, version);
+    serve(shard, tls, peer).await;
+}
+
+/// Reads and drops what is waiting on the socket (at most 64 KiB), without blocking.
+fn discard_pending(tcp: &TcpStream) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(tcp);
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        // SAFETY: a read into a local buffer of its length; the descriptor outlives the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// The first byte waiting on the socket, left in place.
+fn first_byte(tcp: &TcpStream) -> Option<u8> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(tcp);
+    let mut b = 0u8;
+    // SAFETY: a one-byte peek into a local; the descriptor is open for as long as `tcp` lives.
+    let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    (n == 1).then_some(b)
+}
 
 pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAddr) {
     let _ = stream.socket().set_nodelay(true);
@@ -33,7 +135,15 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAdd
                 break;
             }
             client.rbuf = ReadBuf::new(shard.bufs.get());
-            match client.rbuf.fill(&mut client.stream).await {
+            let filled = if S::RECORDS {
+                // A readable TLS socket may hold only part of a record: bounded like a head. (In
+                // its own allocation, so the plain connection's future stays small.)
+                let limit = Instant::now() + shard.generation().cfg.timeouts.header;
+                Box::pin(monoio::time::timeout_at(limit.into(), client.rbuf.fill(&mut client.stream))).await.unwrap_or(Ok(0))
+            } else {
+                client.rbuf.fill(&mut client.stream).await
+            };
+            match filled {
                 Ok(n) if n > 0 => {}
                 _ => break,
             }

@@ -14,12 +14,13 @@ use crate::cluster::synced::SyncedLimit;
 use crate::cluster::{Client, ExactLimit, SyncedRt};
 use crate::config::cluster::{Scope, SyncMode};
 use crate::config::policy::{AuthRef, RateLimitDef};
+use crate::tls::{server_config, Resumption};
 use crate::config::Config;
 use crate::http::parse::HeadLimits;
 use crate::observe::metrics::{RouteMetrics, ShardMetrics, NO_ROUTE};
 use crate::policy::apikey::ApiKeySet;
 use crate::policy::ratelimit::Limiter;
-use crate::policy::stage::{ApiKeyAuth, JwtAuth, Pipeline, Provider, RateLimits, RouteLimit, Shared, Stage};
+use crate::policy::stage::{ApiKeyAuth, JwtAuth, MtlsAuth, Pipeline, Provider, RateLimits, RouteLimit, Shared, Stage};
 use crate::router::Router;
 use crate::upstream::{service_shared, ServiceShared, Upstreams};
 
@@ -35,6 +36,9 @@ pub struct Published {
     /// One per `[[rate_limits]]`: a synced cluster limit's host-wide table (carried over a
     /// reload when its settings are unchanged); None for the others.
     pub synced: Vec<Option<Arc<SyncedLimit>>>,
+    /// The rustls config of the TLS listeners, shared by every shard (so resumption works
+    /// across shards), with its resumption state carried over reloads.
+    pub tls: Option<(Arc<rustls::ServerConfig>, Resumption)>,
 }
 
 impl Published {
@@ -72,7 +76,27 @@ impl Published {
                 Some(kept.unwrap_or_else(|| Arc::new(SyncedLimit::new(&def.limit, every, prefix))))
             })
             .collect();
-        Published { id, cfg, limits, api_keys, services, synced }
+        let tls = cfg.tls.as_ref().and_then(|t| {
+            let kept = prev.and_then(|p| p.tls.as_ref()).map(|(_, r)| r.clone()).filter(|r| r.cache_size == t.session_cache);
+            let resumption = match kept {
+                Some(r) => r,
+                None => match Resumption::new(t.session_cache) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS listeners cannot start");
+                        return None;
+                    }
+                },
+            };
+            match server_config(t, &resumption) {
+                Ok(c) => Some((c, resumption)),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS listeners cannot start");
+                    None
+                }
+            }
+        });
+        Published { id, cfg, limits, api_keys, services, synced, tls }
     }
 }
 
@@ -107,6 +131,8 @@ pub struct Generation {
     /// The shard's Redis client, when the config has `[cluster]` (carried over a reload with
     /// the same settings, connections and all).
     redis: Option<Rc<Client>>,
+    /// New TLS handshakes use this config (an open connection keeps the one it started with).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Generation {
@@ -159,6 +185,7 @@ impl Generation {
                 _ => None,
             })
             .collect();
+        let mtls: Vec<Rc<MtlsAuth>> = cfg.mtls.iter().map(|m| Rc::new(MtlsAuth::new(m.clone(), metrics.auth(&m.name)))).collect();
         let security = Arc::new(cfg.security.clone());
         let routes = cfg
             .routes
@@ -176,6 +203,7 @@ impl Generation {
                         .map(|a| match *a {
                             AuthRef::Jwt(i) => Provider::Jwt(jwt[i].clone()),
                             AuthRef::ApiKey(i) => Provider::ApiKey(api[i].clone()),
+                            AuthRef::Mtls(i) => Provider::Mtls(mtls[i].clone()),
                         })
                         .collect();
                     stages.push(Stage::Auth(providers));
@@ -229,6 +257,7 @@ impl Generation {
             unmatched: metrics.route(NO_ROUTE),
             jwt,
             redis,
+            tls: p.tls.as_ref().map(|(c, _)| c.clone()),
             cfg,
         }
     }

@@ -49,7 +49,10 @@ impl Driver {
 
 /// A running gateway: its bound addresses and its shard threads.
 pub struct Gateway {
+    /// The plain HTTP listeners' addresses (port 0 resolved), in `server.listen` order.
     pub addrs: Vec<SocketAddr>,
+    /// The TLS listeners' addresses, in `tls.listen` order.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The admin listener's address, when `[admin] listen` is set.
     pub admin_addr: Option<SocketAddr>,
     pub driver: Driver,
@@ -78,11 +81,11 @@ impl Gateway {
         let workers = cfg.server.workers;
         // One socket per shard for each listen address; each shard takes its own.
         let mut listeners = Vec::new();
-        let mut addrs = Vec::new();
-        for &want in &cfg.server.listen {
+        let (mut addrs, mut tls_addrs) = (Vec::new(), Vec::new());
+        for (want, tls) in cfg.listeners() {
             let sockets = bind_all(want, workers, cfg.server.backlog).map_err(io::Error::other)?;
-            addrs.push(sockets[0].local_addr()?);
-            listeners.push(ListenerSet { addr: want, version: 1, slots: sockets.into_iter().map(Some).collect() });
+            if tls { &mut tls_addrs } else { &mut addrs }.push(sockets[0].local_addr()?);
+            listeners.push(ListenerSet { addr: want, tls, version: 1, slots: sockets.into_iter().map(Some).collect() });
         }
         let (sink, log_tx) = log::start_writer(&cfg.log.access, workers)
             .map_err(|e| io::Error::other(format!("cannot open the access log {:?}: {e}", cfg.log.access)))?;
@@ -132,7 +135,7 @@ impl Gateway {
             })?;
             threads.push(t);
         }
-        Ok(Gateway { addrs, admin_addr, driver, global, reloader, sink, threads })
+        Ok(Gateway { addrs, tls_addrs, admin_addr, driver, global, reloader, sink, threads })
     }
 
     /// Stops accepting and lets shards drain in-flight requests (up to `timeouts.drain`).
@@ -263,7 +266,7 @@ fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
 
 /// The shard's open listeners: configured address, registry version, and the signal that closes
 /// it.
-type Listeners = Rc<RefCell<Vec<(SocketAddr, u64, Rc<Drain>)>>>;
+type Listeners = Rc<RefCell<Vec<((SocketAddr, bool), u64, Rc<Drain>)>>>;
 
 async fn run_shard(shard: Rc<Shard>) {
     let open: Listeners = Rc::default();
@@ -289,24 +292,25 @@ async fn run_shard(shard: Rc<Shard>) {
 /// with exactly the listeners of the one it runs.
 fn reconcile_listeners(shard: &Rc<Shard>, open: &Listeners) {
     let gen = shard.generation();
+    let listed = gen.cfg.listeners();
     let mut reg = shard.global.listeners.lock().unwrap_or_else(|e| e.into_inner());
-    open.borrow_mut().retain(|(addr, version, stop)| {
-        let current = gen.cfg.server.listen.contains(addr) && reg.iter().any(|s| s.addr == *addr && s.version == *version);
+    open.borrow_mut().retain(|(key, version, stop)| {
+        let current = listed.contains(key) && reg.iter().any(|s| (s.addr, s.tls) == *key && s.version == *version);
         if !current {
             stop.start(Instant::now());
         }
         current
     });
-    for set in reg.iter_mut().filter(|s| gen.cfg.server.listen.contains(&s.addr)) {
-        if open.borrow().iter().any(|(a, v, _)| *a == set.addr && *v == set.version) {
+    for set in reg.iter_mut().filter(|s| listed.contains(&(s.addr, s.tls))) {
+        if open.borrow().iter().any(|(k, v, _)| *k == (set.addr, set.tls) && *v == set.version) {
             continue;
         }
         let Some(l) = set.slots.get_mut(shard.id).and_then(Option::take) else { continue };
         match TcpListener::from_std(l) {
             Ok(l) => {
                 let stop = Rc::new(Drain::default());
-                open.borrow_mut().push((set.addr, set.version, stop.clone()));
-                monoio::spawn(accept_loop(shard.clone(), l, stop));
+                open.borrow_mut().push(((set.addr, set.tls), set.version, stop.clone()));
+                monoio::spawn(accept_loop(shard.clone(), l, stop, set.tls));
             }
             Err(e) => tracing::error!(shard = shard.id, addr = %set.addr, error = %e, "cannot use listener"),
         }
@@ -348,7 +352,7 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Drain>) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Drain>, tls: bool) {
     loop {
         // At the connection limit, stop accepting (the kernel backlog holds new clients) rather
         // than accept-and-close; check again shortly.
@@ -360,17 +364,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Drain>) {
         while shard.global.conns.load(Ordering::Relaxed) >= max {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(10)) => {}
-                _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
-                _ = stop.wait() => return accept_backlog(&shard, &listener),
+                _ = shard.drain.wait() => return accept_backlog(&shard, &listener, tls),
+                _ = stop.wait() => return accept_backlog(&shard, &listener, tls),
             }
         }
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = shard.drain.wait() => return accept_backlog(&shard, &listener),
-            _ = stop.wait() => return accept_backlog(&shard, &listener),
+            _ = shard.drain.wait() => return accept_backlog(&shard, &listener, tls),
+            _ = stop.wait() => return accept_backlog(&shard, &listener, tls),
         };
         match accepted {
-            Ok((stream, peer)) => spawn_conn(&shard, stream, peer),
+            Ok((stream, peer)) => spawn_conn(&shard, stream, peer, tls),
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: accept would fail again at once, so wait
                 // instead of spinning.
@@ -388,7 +392,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<Drain>) {
 /// connections whose handshake already completed (closing the listener would reset them, and
 /// their clients may already have sent a request). They are served like any other, during the
 /// drain grace with `Connection: close`. Nothing that connects after this point is accepted.
-fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener) {
+fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener, tls: bool) {
     // SAFETY: the descriptor belongs to `listener`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(listener)) };
     let sock = socket2::SockRef::from(&fd);
@@ -401,14 +405,14 @@ fn accept_backlog(shard: &Rc<Shard>, listener: &TcpListener) {
             continue;
         }
         match monoio::net::TcpStream::from_std(std::net::TcpStream::from(s)) {
-            Ok(stream) => spawn_conn(shard, stream, peer),
+            Ok(stream) => spawn_conn(shard, stream, peer, tls),
             Err(e) => tracing::debug!(error = %e, "could not serve a connection from the backlog"),
         }
     }
 }
 
 /// Counts a new connection and serves it on its own task.
-fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, tls: bool) {
     // Over its per-address cap: closed at once (dropping the stream), and counted.
     let cap = shard.generation().cfg.security.max_connections_per_ip;
     if !shard.global.admit_ip(peer.ip(), cap) {
@@ -424,7 +428,12 @@ fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAdd
     monoio::spawn(async move {
         let shard = guard.0.clone();
         // A panic while serving one connection closes that connection only.
-        if AssertUnwindSafe(conn::serve(shard, stream, peer)).catch_unwind().await.is_err() {
+        let served = if tls {
+            AssertUnwindSafe(conn::serve_tls(shard, stream, peer)).catch_unwind().await
+        } else {
+            AssertUnwindSafe(conn::serve(shard, stream, peer)).catch_unwind().await
+        };
+        if served.is_err() {
             tracing::error!("panic while serving a connection; it was closed");
         }
         drop(guard);

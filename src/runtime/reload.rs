@@ -92,18 +92,19 @@ impl Reloader {
         // Listeners the new config adds: one socket per shard, each taken by its shard when it
         // switches. Removed ones leave the registry here (untaken sockets close) and are closed
         // by the shards when they switch.
-        let added: Vec<SocketAddr> = cfg.server.listen.iter().filter(|a| !old.cfg.server.listen.contains(a)).copied().collect();
+        let (old_listen, new_listen) = (old.cfg.listeners(), cfg.listeners());
+        let added: Vec<(SocketAddr, bool)> = new_listen.iter().filter(|a| !old_listen.contains(a)).copied().collect();
         let mut opened = Vec::new();
-        for &want in &added {
+        for &(want, tls) in &added {
             let sockets = super::bind_all(want, self.global.shards, self.backlog).map_err(|e| vec![e])?;
-            opened.push((want, sockets));
+            opened.push((want, tls, sockets));
         }
         let id = old.id + 1;
         {
             let mut reg = self.global.listeners.lock().unwrap_or_else(|e| e.into_inner());
-            reg.retain(|set| cfg.server.listen.contains(&set.addr));
-            for (addr, sockets) in opened {
-                reg.push(ListenerSet { addr, version: id, slots: sockets.into_iter().map(Some).collect() });
+            reg.retain(|set| new_listen.contains(&(set.addr, set.tls)));
+            for (addr, tls, sockets) in opened {
+                reg.push(ListenerSet { addr, tls, version: id, slots: sockets.into_iter().map(Some).collect() });
             }
         }
         self.sink.set_target(&cfg.log.access);

@@ -45,6 +45,8 @@ pub struct Global {
 /// address and adds it back makes a new version).
 pub struct ListenerSet {
     pub addr: SocketAddr,
+    /// Connections on it speak TLS.
+    pub tls: bool,
     pub version: u64,
     pub slots: Vec<Option<std::net::TcpListener>>,
 }

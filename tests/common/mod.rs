@@ -24,6 +24,11 @@ impl Gw {
     /// Starts a gateway from config text. `{listen}` defaults to 127.0.0.1:0 and one worker.
     pub fn start(toml: &str) -> Gw {
         let cfg = Config::parse(toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+        Gw::start_config(cfg)
+    }
+
+    /// Starts a gateway from a parsed config.
+    pub fn start_config(cfg: Config) -> Gw {
         let gateway = Gateway::start(cfg).expect("gateway starts");
         Gw { addr: gateway.addrs[0], gateway: Some(gateway) }
     }
