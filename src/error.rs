@@ -64,6 +64,8 @@ pub enum ProxyError {
     LimitStoreUnavailable,
     #[error("the Host does not match the TLS server name")]
     MisdirectedRequest,
+    #[error("the TLS handshake with the upstream failed")]
+    UpstreamTls,
     #[error("internal error")]
     Internal,
 }
@@ -91,7 +93,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamClosed
-            | ProxyError::BadResponse(_) => Side::Upstream,
+            | ProxyError::BadResponse(_)
+            | ProxyError::UpstreamTls => Side::Upstream,
             ProxyError::Internal
             | ProxyError::CircuitOpen
             | ProxyError::Overloaded
@@ -109,7 +112,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => 405,
             ProxyError::HeaderTimeout => 408,
             ProxyError::ClientGone => 400,
-            ProxyError::ConnectFailed | ProxyError::UpstreamClosed | ProxyError::BadResponse(_) => 502,
+            ProxyError::ConnectFailed | ProxyError::UpstreamClosed | ProxyError::BadResponse(_) | ProxyError::UpstreamTls => 502,
             ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout => 504,
             ProxyError::Forbidden | ProxyError::CorsRejected => 403,
             ProxyError::Unauthorized(_) => 401,
@@ -158,6 +161,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::LimitStoreUnavailable => "limit_store_unavailable",
             ProxyError::MisdirectedRequest => "misdirected_request",
+            ProxyError::UpstreamTls => "upstream_tls_failed",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -190,6 +194,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream => "no endpoint of the service is healthy",
             ProxyError::LimitStoreUnavailable => "the rate-limit store is unavailable; try again later",
             ProxyError::MisdirectedRequest => "this connection's TLS server name does not serve the requested host",
+            ProxyError::UpstreamTls => "the TLS handshake with the upstream service failed (its certificate was not accepted)",
             ProxyError::Internal => "internal error",
         }
     }

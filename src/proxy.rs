@@ -31,7 +31,7 @@ use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
 use crate::runtime::generation::Generation;
 use crate::runtime::shard::Shard;
-use crate::upstream::{self, BodySource, Head};
+use crate::upstream::{self, BodySource, Head, UpStream};
 
 /// One client connection's state between requests, over any `ClientStream` (plain TCP today).
 pub struct Client<S: ClientStream = TcpStream> {
@@ -772,7 +772,7 @@ impl<S: ClientStream> BodySource for ClientBody<'_, S> {
         self.body.is_done()
     }
 
-    async fn send(&mut self, up: &mut TcpStream) -> Result<(), ProxyError> {
+    async fn send(&mut self, up: &mut UpStream) -> Result<(), ProxyError> {
         self.body.relay(self.client, up, self.timeout, self.max_body).await
     }
 }
@@ -860,7 +860,7 @@ impl RequestBody {
     }
 
     /// Streams the rest of the body from the client to the upstream through the client buffer.
-    async fn relay<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+    async fn relay<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut UpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
         let r = self.relay_inner(client, up, dur, max_body).await;
         if r.is_err() {
             *self = RequestBody::Abandoned;
@@ -868,7 +868,7 @@ impl RequestBody {
         r
     }
 
-    async fn relay_inner<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut TcpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
+    async fn relay_inner<S: ClientStream>(&mut self, client: &mut Client<S>, up: &mut UpStream, dur: Duration, max_body: u64) -> Result<(), ProxyError> {
         loop {
             if client.rbuf.pending_len() == 0 {
                 match timed_fill(&mut client.stream, &mut client.rbuf, dur).await {
@@ -982,7 +982,7 @@ impl ResponseBody {
     /// Streams the rest of the body; `out` (its head already sent) is scratch for re-chunking.
     async fn relay<S: ClientStream>(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut UpStream,
         ubuf: &mut ReadBuf,
         client: &mut Client<S>,
         out: &mut Vec<u8>,

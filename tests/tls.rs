@@ -422,3 +422,107 @@ fn check_reports_every_certificate_problem_with_its_key() {
     let cfg = Config::parse_in(&toml, &base).unwrap();
     assert!(cfg.warnings.iter().any(|w| w.contains("tls.certs[0].cert_file") && w.contains("within 14 days")), "{:?}", cfg.warnings);
 }
+
+/// A TLS upstream on a std thread per connection: answers every request with 200 and `body`,
+/// keep-alive; records the SNI names it was asked for and the connections it accepted.
+struct TlsUpstream {
+    addr: SocketAddr,
+    snis: Arc<Mutex<Vec<Option<String>>>>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn tls_upstream(pki: &Pki, file: &str, body: &'static str) -> TlsUpstream {
+    let (chain, key) = pki.client_identity(file);
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let snis = Arc::new(Mutex::new(Vec::new()));
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, accepted) = (snis.clone(), conns.clone());
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (cfg, seen) = (cfg.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    seen.lock().unwrap().push(tls.conn.server_name().map(str::to_string));
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    if tls.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TlsUpstream { addr, snis, conns }
+}
+
+#[test]
+fn upstream_tls_is_verified_with_sni_and_pooled() {
+    let pki = Pki::new("up");
+    pki.leaf("billing", &["billing.internal"], |_| {});
+    let other = Pki::new("up-other");
+    other.leaf("rogue", &["billing.internal"], |_| {});
+    let good = tls_upstream(&pki, "billing", "billed");
+    let rogue = tls_upstream(&other, "rogue", "rogue");
+    let ca = pki.path("ca.pem").display().to_string();
+    let conf = |up: SocketAddr, tls: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\n\
+             [[services]]\nname = \"billing\"\nupstreams = [\"{up}\"]\ntls = {tls}\n\n\
+             [[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"billing\"\n"
+        )
+    };
+    let verified = format!("{{ sni = \"billing.internal\", ca_file = \"{ca}\" }}");
+    let gw = Gw::start(&conf(good.addr, &verified));
+    let mut c = common::Client::connect(gw.addr);
+    for _ in 0..3 {
+        let r = c.request(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "billed"));
+    }
+    let snis = good.snis.lock().unwrap().clone();
+    assert_eq!(snis, vec![Some("billing.internal".to_string()); 3], "SNI sent; three requests");
+    assert_eq!(good.conns.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled TLS connection served all three");
+    drop(gw);
+
+    // Active health checks speak TLS to a TLS upstream (plain probes would take it out).
+    let checked = conf(good.addr, &verified) + "";
+    let checked = checked.replace(
+        "\n\n[[routes]]",
+        "\n[services.health]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nunhealthy_after = 2\n\n[[routes]]",
+    );
+    let gw = Gw::start(&checked);
+    std::thread::sleep(Duration::from_millis(1000));
+    let probes = good.snis.lock().unwrap().len() - 3;
+    assert!(probes >= 3, "{probes} TLS health probes");
+    assert_eq!(common::get(gw.addr, "/x").status, 200, "still in the balancing set");
+    drop(gw);
+
+    // Another CA's certificate for the same name: refused, 502 with its own code.
+    let gw = Gw::start(&conf(rogue.addr, &verified));
+    let r = common::get(gw.addr, "/x");
+    assert_eq!((r.status, r.error_code().as_str()), (502, "upstream_tls_failed"));
+    drop(gw);
+    // verify = false takes it (signatures still checked).
+    let gw = Gw::start(&conf(rogue.addr, "{ sni = \"billing.internal\", verify = false }"));
+    assert_eq!(common::get(gw.addr, "/x").body_str(), "rogue");
+}

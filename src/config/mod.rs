@@ -146,6 +146,8 @@ pub struct Service {
     pub health: Option<HealthConfig>,
     pub outlier: Option<OutlierConfig>,
     pub retry: RetryConfig,
+    /// TLS to the upstreams, when set.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 /// `[services.health]`: active checks, one prober per endpoint for the whole host.
@@ -581,7 +583,7 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
     };
 
     let services: Vec<Service> =
-        raw.services.iter().enumerate().filter_map(|(i, rs)| service(&mut c, i, rs, &upstream)).collect();
+        raw.services.iter().enumerate().filter_map(|(i, rs)| service(&mut c, i, rs, &upstream, base)).collect();
     // Checked over the raw list: a service without a name is left out of `services`, which
     // would shift the indices reported here.
     for (i, s) in raw.services.iter().enumerate() {
@@ -697,7 +699,7 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
 /// Upper bound for `limits.max_headers`: the parser's header array lives on the stack.
 pub const MAX_HEADERS_CAP: usize = 256;
 
-fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> Option<Service> {
+fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults, base: &Path) -> Option<Service> {
     let p = format!("services[{i}]");
     let name = match &rs.name {
         Some(n) if !n.is_empty() => n.clone(),
@@ -866,6 +868,7 @@ fn service(c: &mut Checker, i: usize, rs: &RawService, d: &UpstreamDefaults) -> 
         health,
         outlier,
         retry,
+        tls: rs.tls.as_ref().and_then(|t| tls::upstream(c, &p, t, base)),
     })
 }
 

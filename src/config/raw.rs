@@ -213,6 +213,7 @@ pub struct RawService {
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
+    pub tls: Option<super::tls::RawUpstreamTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -356,3 +356,120 @@ pub(crate) fn mtls(c: &mut Checker, i: usize, raw: &RawMtls, has_client_auth: bo
     }
     Some(MtlsProvider { name, consumer_from, forward_subject: raw.forward_subject.clone() })
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawUpstreamTls {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// TLS to a service's upstreams: verified against `ca_file` (or the Mozilla roots) by default.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and verified; None: each endpoint's address.
+    pub sni: Option<String>,
+    pub config: Arc<rustls::ClientConfig>,
+    pub verify: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, o: &Self) -> bool {
+        self.sni == o.sni && self.verify == o.verify && self.ca_file == o.ca_file && Arc::ptr_eq(&self.config, &o.config)
+    }
+}
+
+/// Accepts any certificate: `verify = false`, for upstreams with self-made certificates on a
+/// trusted network. Signatures are still checked, so the session keys are the server's.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub(crate) fn upstream(c: &mut Checker, p: &str, raw: &RawUpstreamTls, base: &Path) -> Option<UpstreamTls> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verify = raw.verify.unwrap_or(true);
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
+    match &ca_file {
+        Some(path) => match CertificateDer::pem_file_iter(path).map(|i| i.collect::<Result<Vec<_>, _>>()) {
+            Ok(Ok(certs)) if !certs.is_empty() => {
+                for cert in certs {
+                    if let Err(e) = roots.add(cert) {
+                        c.err(format!("{p}.tls.ca_file"), format!("unusable CA certificate in {}: {e}", path.display()), "give CA certificates");
+                    }
+                }
+            }
+            Ok(Ok(_)) => c.err(format!("{p}.tls.ca_file"), format!("{} holds no certificate", path.display()), "give the PEM certificate of the upstreams' CA"),
+            Ok(Err(e)) | Err(e) => c.err(format!("{p}.tls.ca_file"), format!("cannot read {}: {e}", path.display()), "give a readable PEM file"),
+        },
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = match rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions() {
+        Ok(b) => b,
+        Err(e) => {
+            c.err(format!("{p}.tls"), e.to_string(), "report this");
+            return None;
+        }
+    };
+    let builder = if verify {
+        builder.with_root_certificates(roots)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let config = match (&raw.cert_file, &raw.key_file) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cf), Some(kf)) => {
+            let chain = CertificateDer::pem_file_iter(base.join(cf)).map(|i| i.collect::<Result<Vec<_>, _>>());
+            let key = PrivateKeyDer::from_pem_file(base.join(kf));
+            match (chain, key) {
+                (Ok(Ok(chain)), Ok(key)) if !chain.is_empty() => match builder.with_client_auth_cert(chain, key) {
+                    Ok(cfg) => cfg,
+                    Err(e) => {
+                        c.err(format!("{p}.tls.key_file"), format!("unusable client certificate or key: {e}"), "pair the certificate with its own key");
+                        return None;
+                    }
+                },
+                _ => {
+                    c.err(format!("{p}.tls.cert_file"), "cannot read the client certificate or key", "give readable PEM files: the chain, and its key");
+                    return None;
+                }
+            }
+        }
+        _ => {
+            c.err(format!("{p}.tls"), "cert_file and key_file go together", "give both, or neither");
+            return None;
+        }
+    };
+    if let Some(sni) = &raw.sni {
+        if rustls_pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            c.err(format!("{p}.tls.sni"), format!("`{sni}` is not a server name"), "use the name the upstream's certificate carries, e.g. \"billing.internal\"");
+        }
+    }
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(UpstreamTls { sni: raw.sni.clone(), config: Arc::new(config), verify, ca_file })
+}

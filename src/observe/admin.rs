@@ -232,7 +232,17 @@ pub fn config_json(cfg: &Config, generation: u64) -> serde_json::Value {
             "name": s.name,
             "upstreams": s.upstreams.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "connect_timeout": dur(s.connect_timeout), "response_timeout": dur(s.response_timeout),
+            "tls": s.tls.as_ref().map(|t| json!({ "sni": t.sni, "verify": t.verify, "ca_file": t.ca_file.as_ref().map(|p| p.display().to_string()) })),
         })).collect::<Vec<_>>(),
+        "tls": cfg.tls.as_ref().map(|t| json!({
+            "listen": t.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "min_version": format!("{:?}", t.min_version), "alpn": t.alpn, "unknown_sni": format!("{:?}", t.unknown_sni),
+            "strict_sni_host": t.strict_sni_host, "session_cache": t.session_cache,
+            // Keys never appear: certificates by file, names and expiry.
+            "certs": t.certs.iter().map(|c| json!({ "cert_file": c.cert_file.display().to_string(), "hosts": c.hosts, "not_after_unix": c.not_after })).collect::<Vec<_>>(),
+            "client_auth": t.client_auth.as_ref().map(|c| json!({ "ca_file": c.ca_file.display().to_string(), "required": c.required })),
+        })),
+        "mtls": cfg.mtls.iter().map(|m| json!({ "name": m.name, "consumer_from": format!("{:?}", m.consumer_from), "forward_subject": m.forward_subject })).collect::<Vec<_>>(),
         "routes": routes,
         "security": {
             "trusted_proxies": cfg.security.trusted_proxies.0.len(),

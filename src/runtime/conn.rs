@@ -78,7 +78,7 @@ pub async fn serve_tls(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     }
-    let s = tls.session();
+    let rustls::Connection::Server(s) = tls.session() else { return };
     let version = match s.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",

@@ -1,5 +1,5 @@
-//! A server-side TLS connection over a monoio `TcpStream`, driving a rustls `ServerConnection`
-//! by hand: TLS records are read into a buffer that exists only while it holds bytes (an idle
+//! A TLS connection over a monoio `TcpStream`, driving a rustls connection (the server side of a
+//! client's connection, or the client side of an upstream's) by hand: TLS records are read into a buffer that exists only while it holds bytes (an idle
 //! connection keeps none of its own), handed to rustls, and plaintext is copied straight into
 //! the caller's buffer; outgoing records are written as rustls produces them.
 
@@ -9,7 +9,7 @@ use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use rustls::ServerConnection;
+use rustls::Connection;
 
 use super::TlsInfo;
 use crate::http::io::ClientStream;
@@ -19,7 +19,7 @@ const READ_CHUNK: usize = 16 * 1024 + 512;
 
 pub struct TlsConn {
     tcp: TcpStream,
-    tls: ServerConnection,
+    tls: Connection,
     /// TLS bytes read off the socket and not yet taken by rustls (`incoming[start..]`); the
     /// buffer is released once it is drained.
     incoming: Vec<u8>,
@@ -33,12 +33,18 @@ pub struct TlsConn {
 }
 
 impl TlsConn {
-    pub fn new(tcp: TcpStream, tls: ServerConnection) -> TlsConn {
+    /// A server side (a client connection) or a client side (to an upstream).
+    pub fn new(tcp: TcpStream, tls: impl Into<Connection>) -> TlsConn {
+        let tls = tls.into();
         TlsConn { tcp, tls, incoming: Vec::new(), start: 0, outgoing: Vec::new(), eof: false, plaintext: false, info: TlsInfo::default() }
     }
 
-    pub fn session(&self) -> &ServerConnection {
+    pub fn session(&self) -> &Connection {
         &self.tls
+    }
+
+    pub fn socket(&self) -> &TcpStream {
+        &self.tcp
     }
 
     /// Runs the handshake to its end (the caller bounds it in time). On a refused handshake the

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use super::UpStream;
 
 use super::shared::Active;
 use super::{Attempts, UpConn, Upstreams};
@@ -41,7 +41,7 @@ pub trait BodySource {
     /// Whether nothing is left to send.
     fn is_done(&self) -> bool;
     /// Streams what is left to `up`.
-    fn send(&mut self, up: &mut TcpStream) -> impl Future<Output = Result<(), ProxyError>>;
+    fn send(&mut self, up: &mut UpStream) -> impl Future<Output = Result<(), ProxyError>>;
 }
 
 /// What the planner made of a complete response head.

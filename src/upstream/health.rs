@@ -9,7 +9,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
+use rustls_pki_types::ServerName;
+
 use super::shared::ServiceShared;
+use crate::config::tls::UpstreamTls;
 use crate::config::HealthConfig;
 
 /// Starts the probers of `service`, if it has active checks.
@@ -20,7 +23,7 @@ pub fn start(service: &Arc<ServiceShared>) {
         let h = h.clone();
         let spawned = std::thread::Builder::new().name("ringgate-health".into()).spawn(move || loop {
             let Some(s) = weak.upgrade() else { return };
-            let ok = probe(s.endpoints[ep].addr, &h);
+            let ok = probe(s.endpoints[ep].addr, &h, s.tls.as_ref());
             record(&s, ep, ok, &h);
             drop(s);
             std::thread::sleep(h.interval);
@@ -31,11 +34,29 @@ pub fn start(service: &Arc<ServiceShared>) {
     }
 }
 
-/// One check: connect, ask, and read the status line, all within `timeout`.
-fn probe(addr: SocketAddr, h: &HealthConfig) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, h.timeout) else { return false };
+/// One check: connect (with TLS when the service speaks it), ask, and read the status line,
+/// each step within `timeout`.
+fn probe(addr: SocketAddr, h: &HealthConfig, tls: Option<&UpstreamTls>) -> bool {
+    let Ok(s) = TcpStream::connect_timeout(&addr, h.timeout) else { return false };
     let _ = s.set_read_timeout(Some(h.timeout));
     let _ = s.set_write_timeout(Some(h.timeout));
+    match tls {
+        None => ask(s, addr, h),
+        Some(t) => {
+            let name = match &t.sni {
+                Some(n) => match ServerName::try_from(n.clone()) {
+                    Ok(n) => n,
+                    Err(_) => return false,
+                },
+                None => ServerName::IpAddress(addr.ip().into()),
+            };
+            let Ok(conn) = rustls::ClientConnection::new(t.config.clone(), name) else { return false };
+            ask(rustls::StreamOwned::new(conn, s), addr, h)
+        }
+    }
+}
+
+fn ask(mut s: impl Read + Write, addr: SocketAddr, h: &HealthConfig) -> bool {
     let req = format!("GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringgate-health\r\nConnection: close\r\n\r\n", h.path);
     if s.write_all(req.as_bytes()).is_err() {
         return false;

@@ -8,7 +8,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
+use monoio::BufResult;
+use rustls_pki_types::ServerName;
+
+use crate::config::tls::UpstreamTls;
+use crate::tls::TlsConn;
 
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -101,8 +108,77 @@ impl Budget {
 }
 
 struct Idle {
-    stream: TcpStream,
+    stream: UpStream,
     since: Instant,
+}
+
+/// A connection to an upstream: plain TCP, or TLS over it.
+pub enum UpStream {
+    Plain(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+impl UpStream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            UpStream::Plain(s) => s,
+            UpStream::Tls(t) => t.socket(),
+        }
+    }
+
+    /// Whether the connection holds decrypted or undecrypted bytes already read.
+    fn has_buffered(&self) -> bool {
+        match self {
+            UpStream::Plain(_) => false,
+            UpStream::Tls(t) => crate::http::io::ClientStream::has_buffered(&**t),
+        }
+    }
+}
+
+impl AsyncReadRent for UpStream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.read(buf).await,
+            UpStream::Tls(t) => t.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.readv(buf).await,
+            UpStream::Tls(t) => t.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for UpStream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.write(buf).await,
+            UpStream::Tls(t) => t.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.writev(buf).await,
+            UpStream::Tls(t) => t.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            UpStream::Plain(s) => s.flush().await,
+            UpStream::Tls(t) => t.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            UpStream::Plain(s) => s.shutdown().await,
+            UpStream::Tls(t) => t.shutdown().await,
+        }
+    }
 }
 
 struct Endpoint {
@@ -114,6 +190,7 @@ struct Service {
     endpoints: Vec<Endpoint>,
     budget: Budget,
     shared: Arc<ServiceShared>,
+    tls: Option<UpstreamTls>,
     connect_timeout: Duration,
     response_timeout: Duration,
     metrics: Rc<ServiceMetrics>,
@@ -166,7 +243,7 @@ impl Attempts {
 
 /// A connection in use, and where it came from.
 pub struct UpConn {
-    pub stream: TcpStream,
+    pub stream: UpStream,
     pub service: usize,
     pub endpoint: usize,
     /// Taken from the pool (it may have gone stale since).
@@ -188,6 +265,7 @@ impl Upstreams {
                         .map(|&addr| Endpoint { addr, idle: RefCell::new(Vec::new()) })
                         .collect(),
                     shared: sh.clone(),
+                    tls: s.tls.clone(),
                     budget: Budget::new(s.retry.budget_percent),
                     connect_timeout: s.connect_timeout,
                     response_timeout: s.response_timeout,
@@ -205,7 +283,10 @@ impl Upstreams {
         for s in &self.services {
             for ep in &s.endpoints {
                 let mut mine = ep.idle.borrow_mut();
-                for old in prev.services.iter().flat_map(|s| &s.endpoints).filter(|e| e.addr == ep.addr) {
+                // Only from a service that speaks to the address the same way (plain, or TLS with
+                // the same settings).
+                let same = prev.services.iter().filter(|o| o.tls == s.tls);
+                for old in same.flat_map(|s| &s.endpoints).filter(|e| e.addr == ep.addr) {
                     let mut theirs = old.idle.borrow_mut();
                     while mine.len() < self.max_idle {
                         match theirs.pop() {
@@ -293,15 +374,36 @@ impl Upstreams {
         let s = &self.services[service];
         let addr = s.endpoints[endpoint].addr;
         let m = &s.metrics;
-        match monoio::time::timeout(s.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                m.pool_new.set(m.pool_new.get() + 1);
-                Ok(UpConn { stream, service, endpoint, reused: false })
+        let started = Instant::now();
+        let stream = match monoio::time::timeout(s.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err((ProxyError::ConnectFailed, e.raw_os_error())),
+            Err(_) => return Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match &s.tls {
+            None => UpStream::Plain(stream),
+            Some(t) => {
+                // The handshake counts in the connect timeout.
+                let left = s.connect_timeout.saturating_sub(started.elapsed());
+                let name = match &t.sni {
+                    Some(n) => ServerName::try_from(n.clone()).map_err(|_| (ProxyError::UpstreamTls, None))?,
+                    None => ServerName::IpAddress(addr.ip().into()),
+                };
+                let session = rustls::ClientConnection::new(t.config.clone(), name).map_err(|_| (ProxyError::UpstreamTls, None))?;
+                let mut tls = TlsConn::new(stream, session);
+                match monoio::time::timeout(left, tls.handshake()).await {
+                    Ok(Ok(())) => UpStream::Tls(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %addr, error = %e, "TLS handshake with the upstream failed");
+                        return Err((ProxyError::UpstreamTls, e.raw_os_error()));
+                    }
+                    Err(_) => return Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
+                }
             }
-            Ok(Err(e)) => Err((ProxyError::ConnectFailed, e.raw_os_error())),
-            Err(_) => Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
-        }
+        };
+        m.pool_new.set(m.pool_new.get() + 1);
+        Ok(UpConn { stream, service, endpoint, reused: false })
     }
 
     /// Where the outcome of every attempt arrives (from `call`, and from the request path once a
@@ -347,8 +449,8 @@ impl Upstreams {
 
 /// True when an idle connection has nothing to read and is not closed. Anything readable on an
 /// idle upstream connection (EOF, a reset, stray bytes) makes it unusable.
-fn quiet(stream: &TcpStream) -> bool {
-    peek(stream) == Peek::Quiet
+fn quiet(stream: &UpStream) -> bool {
+    !stream.has_buffered() && peek(stream.socket()) == Peek::Quiet
 }
 
 #[cfg(test)]

@@ -83,6 +83,8 @@ pub struct ServiceShared {
     pub breaker: Option<Breaker>,
     pub endpoints: Vec<EndpointShared>,
     pub health: Option<HealthConfig>,
+    /// TLS to the endpoints (health probes speak it too).
+    pub tls: Option<crate::config::tls::UpstreamTls>,
     outlier: Option<OutlierConfig>,
     /// Without health checks or outlier detection every endpoint is always available, and
     /// picking one needs no clock read.
@@ -111,6 +113,7 @@ impl ServiceShared {
             breaker: s.breaker.as_ref().map(Breaker::new),
             endpoints: s.upstreams.iter().zip(s.weights.iter().chain(std::iter::repeat(&1))).map(|(&a, &w)| EndpointShared::new(a, w)).collect(),
             health: s.health.clone(),
+            tls: s.tls.clone(),
             outlier: s.outlier.clone(),
             always_available: s.health.is_none() && s.outlier.is_none(),
             retry: s.retry.clone(),
@@ -130,6 +133,7 @@ impl ServiceShared {
             && self.max_concurrent == s.max_concurrent
             && self.breaker.as_ref().map(|b| &b.cfg) == s.breaker.as_ref()
             && self.health == s.health
+            && self.tls == s.tls
             && self.outlier == s.outlier
             && self.retry == s.retry
             && self.balance == s.balance
