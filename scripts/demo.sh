@@ -24,7 +24,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 8080 9901 3001 3011 3002 3003; do
+for port in 8080 8443 9901 3001 3011 3002 3003; do
   port_free "$port" || { echo "demo: port $port is in use (config/gateway.toml and the demo need it)" >&2; exit 1; }
 done
 
@@ -43,6 +43,23 @@ start_stub 3003 products
 # The gateway serves a copy, so the reload below can change it without touching the repository.
 cfg="$work/gateway.toml"
 cp config/gateway.toml "$cfg"
+# HTTPS on 8443 with a self-signed certificate made for the demo (when openssl is at hand).
+tls=0
+if command -v openssl >/dev/null; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj /CN=localhost \
+    -addext 'subjectAltName=DNS:localhost,DNS:*.example.com' -keyout "$work/demo.key" -out "$work/demo.pem" 2>/dev/null && tls=1
+fi
+if ((tls)); then
+  cat >>"$cfg" <<TOML
+
+[tls]
+listen = ["127.0.0.1:8443"]
+[[tls.certs]]
+cert_file = "$work/demo.pem"
+key_file = "$work/demo.key"
+hosts = ["localhost", "*.example.com"]
+TOML
+fi
 # Its log (stderr) goes to a file; the demo shows lines from it where they matter.
 "$bin" serve --config "$cfg" 2>"$work/gateway.log" &
 pids+=($!)
@@ -63,6 +80,16 @@ show() { # description, curl args...
 
 show "users, round robin over two instances, rate-limited to 5 per 10 s per client (1/2)" http://127.0.0.1:8080/api/users/7
 show "users, round robin over two instances (2/2)" http://127.0.0.1:8080/api/users/8
+if ((tls)); then
+  echo
+  echo "== the same over HTTPS (TLS 1.3, a self-signed certificate for localhost made for the demo)"
+  echo "\$ curl -sk https://localhost:8443/api/products/3 -H 'X-Api-Key: demo-products-key'"
+  curl -sk -o /dev/null -w 'HTTP %{http_code} over %{scheme}, TLS verified: no (-k), ' https://localhost:8443/api/products/3 -H 'X-Api-Key: demo-products-key'
+  curl -sk -v https://localhost:8443/api/products/3 -H 'X-Api-Key: demo-products-key' 2>&1 | grep -m1 -oE 'SSL connection using [^ ]+ / [^ ]+' || echo
+else
+  echo
+  echo "== (HTTPS skipped: openssl is not installed to make a demo certificate)"
+fi
 echo
 echo "== users: four more requests; the limit of 5 per 10 s runs out"
 for i in 1 2 3 4; do

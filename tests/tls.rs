@@ -360,10 +360,35 @@ fn a_reload_swaps_the_certificate_for_new_handshakes_and_keeps_connections() {
     assert!(ask(&mut kept).starts_with("HTTP/1.1 200"));
     assert_eq!(https(addr, "api.example.test", "api.example.test", &cfg, &rec).unwrap().cert.as_ref(), Some(&api));
 
-    // New files for api.example.test, then a reload of the same text.
+    // New files for api.example.test, then a reload of the same text, while two clients keep
+    // making new connections: none of their requests fails.
     let renewed = pki.leaf("api", &["api.example.test"], |_| {});
     assert_ne!(renewed, api);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, rec) = (stop.clone(), Arc::new(Recorder::default()));
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let fresh = client_config(ClientOpts::default(), rec.clone());
+                    match https(addr, "api.example.test", "api.example.test", &fresh, &rec) {
+                        Ok(s) if s.status == 200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
     gw.gateway().reload_with(Config::parse(&toml).unwrap()).expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        let (ok, failed) = t.join().unwrap();
+        assert!(ok > 5 && failed == 0, "{ok} requests answered, {failed} failed across the reload");
+    }
     // (A new client each time: a resumed session would present no certificate at all.)
     assert!(common::wait_until(Duration::from_secs(5), || {
         let fresh = client_config(ClientOpts::default(), rec.clone());
@@ -409,6 +434,11 @@ fn check_reports_every_certificate_problem_with_its_key() {
         (cert("good.pem", "good.key", "[]"), "tls.certs[0].hosts", "no host"),
         (cert("reversed.pem", "good.key", "[\"a.test\"]"), "tls.certs[0]", ""),
     ];
+    // A route host no certificate covers.
+    let hosted = config(up.parse().unwrap(), 1, &format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{}", cert("good.pem", "good.key", "[\"good.test\"]")))
+        .replace("service = \"svc\"\n\n[admin]", "service = \"svc\"\nhosts = [\"shop.test\"]\n\n[admin]");
+    let err = parse_err(&hosted, &base);
+    assert!(err.contains("routes[0].hosts") && err.contains("no [[tls.certs]] entry covers `shop.test`"), "{err}");
     for (certs, path, problem) in cases {
         let toml = config(up.parse().unwrap(), 1, &format!("[tls]\nlisten = [\"127.0.0.1:0\"]\n{certs}"));
         let err = parse_err(&toml, &base);

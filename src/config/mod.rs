@@ -672,6 +672,28 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
             c.err(format!("routes[{i}].name"), format!("route `{}` is defined twice", r.name), "give each route a unique name");
         }
     }
+    // A route host no certificate covers would be served over TLS with another name's
+    // certificate (or refused): a missing certificate.
+    if let Some(t) = &tls {
+        let covered = |h: &str| {
+            t.certs.iter().flat_map(|c| &c.hosts).any(|n| n == h || n.strip_prefix("*.").is_some_and(|s| h.split_once('.').is_some_and(|(_, rest)| rest == s)))
+        };
+        for (i, r) in routes.iter().enumerate() {
+            for h in &r.hosts {
+                let name = match h {
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Suffix(s) => format!("*{s}"),
+                };
+                if !covered(&name) {
+                    c.err(
+                        format!("routes[{i}].hosts"),
+                        format!("no [[tls.certs]] entry covers `{name}`"),
+                        "add the name to a certificate's hosts (and the certificate), or remove it from the route",
+                    );
+                }
+            }
+        }
+    }
     for conflict in crate::router::Router::conflicts(&routes) {
         c.err(conflict.path, conflict.problem, conflict.fix);
     }
