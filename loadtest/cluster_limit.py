@@ -43,7 +43,6 @@ discarded and repeated. Standard library only; needs wrk and redis-server.
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -208,9 +207,7 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     args.bin = harness.check_bin(args.bin)
-    for tool in ("wrk", "redis-server", "redis-cli"):
-        if not shutil.which(tool):
-            harness.die(f"{tool} is required (apt-get install wrk redis-server)")
+    harness.require("wrk", "redis-server", "redis-cli", hint=" (apt-get install wrk redis-server)")
     cpus = sorted(os.sched_getaffinity(0))
     gw_prefix, other_prefix = [], []
     if len(cpus) >= 2:

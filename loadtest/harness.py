@@ -533,3 +533,10 @@ def run_main(main):
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def require(*tools, hint=""):
+    """Dies unless every tool is on PATH (or in /usr/sbin, where Debian puts nginx)."""
+    for tool in tools:
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            die(f"{tool} is required{hint}")

@@ -196,9 +196,7 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     args.bin = harness.check_bin(args.bin)
-    for tool in ("wrk", "openssl", "nginx"):
-        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
-            harness.die(f"{tool} is required")
+    harness.require("wrk", "openssl", "nginx", hint=" (apt-get install wrk openssl nginx-light)")
     cpus = sorted(os.sched_getaffinity(0))
     prefix = []
     if len(cpus) >= 2:
