@@ -66,6 +66,7 @@ fn many_routes() -> Vec<Route> {
         allow_header: String::new(),
         policy: Default::default(),
         timeout: None,
+        transform: Default::default(),
     };
     for s in 0..40 {
         for (r, res) in ["users", "orders", "items", "events", "reports"].iter().enumerate() {
@@ -178,6 +179,8 @@ fn bench_write(c: &mut Criterion) {
         proto: b"http",
         request_id: b"0123456789abcdef0123456789abcdef",
         path: req.path,
+        query: req.query,
+        edits: None,
         strip: &[],
         extra: b"",
         default_host: b"svc",

@@ -66,6 +66,8 @@ pub enum ProxyError {
     MisdirectedRequest,
     #[error("the TLS handshake with the upstream failed")]
     UpstreamTls,
+    #[error("a transformed header or target would hold a forbidden value")]
+    TransformRefused,
     #[error("internal error")]
     Internal,
 }
@@ -88,7 +90,8 @@ impl ProxyError {
             | ProxyError::InvalidJson
             | ProxyError::LengthRequired
             | ProxyError::ForwardHeadersTooLarge
-            | ProxyError::MisdirectedRequest => Side::Client,
+            | ProxyError::MisdirectedRequest
+            | ProxyError::TransformRefused => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
@@ -122,6 +125,7 @@ impl ProxyError {
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
             ProxyError::MisdirectedRequest => 421,
+            ProxyError::TransformRefused => 400,
             ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream | ProxyError::LimitStoreUnavailable => 503,
             ProxyError::Internal => 500,
         }
@@ -162,6 +166,7 @@ impl ProxyError {
             ProxyError::LimitStoreUnavailable => "limit_store_unavailable",
             ProxyError::MisdirectedRequest => "misdirected_request",
             ProxyError::UpstreamTls => "upstream_tls_failed",
+            ProxyError::TransformRefused => "transform_value_refused",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -195,6 +200,7 @@ impl ProxyError {
             ProxyError::LimitStoreUnavailable => "the rate-limit store is unavailable; try again later",
             ProxyError::MisdirectedRequest => "this connection's TLS server name does not serve the requested host",
             ProxyError::UpstreamTls => "the TLS handshake with the upstream service failed (its certificate was not accepted)",
+            ProxyError::TransformRefused => "a value this route writes into a header holds control characters",
             ProxyError::Internal => "internal error",
         }
     }

@@ -26,6 +26,7 @@ use crate::http::io::{timed_write, ClientStream, ReadBuf, WriteFail};
 use crate::http::parse::{self, Framing, Version};
 use crate::http::write::{self, ClientFraming, ErrorResponse, ForwardInfo, Inline, RequestId};
 use crate::policy::cors;
+use crate::policy::transform;
 use crate::policy::stage::{self, Admitted, Flow, Local};
 use crate::policy::HeaderBuf;
 use crate::router::{strip_segments, RouteMatch};
@@ -518,6 +519,31 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         }
         Flow::Wait(wait) => return Planned::Wait(Box::new(Resume { wait, admitted, request_id })),
     }
+    // The route's request transform: set headers join the forwarded lines; a rewritten target
+    // is built here (its one allocation).
+    let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
+    let edits = route.transform.request.as_ref();
+    let vars = transform::Vars { req: &req, consumer: admitted.consumer.as_ref().map(|c| c.as_bytes()), request_id: request_id.as_bytes() };
+    if let Some(t) = edits {
+        for (name, value) in &t.headers.set {
+            out.clear();
+            if transform::render(out, value, &vars, transform::Escape::Header).is_err() {
+                return reject(head, ProxyError::TransformRefused, HeaderBuf::default());
+            }
+            admitted.forward_headers.line(name.as_bytes(), out);
+        }
+    }
+    let mut target = Vec::new();
+    if let Some(t) = edits.filter(|t| t.edits_target()) {
+        if transform::target(&mut target, t, path, req.query, &vars, out).is_err() {
+            return reject(head, ProxyError::TransformRefused, HeaderBuf::default());
+        }
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        _ if target.is_empty() => (path, req.query),
+        Some(q) => (&target[..q], &target[q..]),
+        None => (&target[..], &b""[..]),
+    };
     // A header line that did not fit is an error, never a silent drop.
     if admitted.forward_headers.overflowed() {
         return reject(head, ProxyError::ForwardHeadersTooLarge, HeaderBuf::default());
@@ -526,13 +552,14 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         tracing::error!(route = %route.name, "response header lines from the route's policies exceed 1 KiB");
         return reject(head, ProxyError::Internal, HeaderBuf::default());
     }
-    let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
     out.clear();
     let info = ForwardInfo {
         client_ip: client.ip.as_bytes(),
         proto: if client.stream.tls().is_some() { b"https" } else { b"http" },
         request_id: request_id.as_bytes(),
         path,
+        query,
+        edits: edits.map(|t| &t.headers).filter(|h| !h.is_empty()),
         strip: &route.strip_headers,
         extra: admitted.forward_headers.as_bytes(),
         default_host: gen.cfg.services[route.service].name.as_bytes(),
@@ -616,6 +643,17 @@ fn plan_response(
         && !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk)
         && !shard.drain.is_draining();
     out.clear();
+    let edits = gen.cfg.routes[plan.route].transform.response.as_ref();
+    let mut lines = plan.response_headers;
+    for (name, value) in edits.iter().flat_map(|e| &e.set) {
+        out.clear();
+        transform::render_response(out, value, plan.request_id.as_bytes());
+        lines.line(name.as_bytes(), out);
+    }
+    if lines.overflowed() {
+        return Err(ProxyError::BadResponse("the route's response header lines exceed 1 KiB"));
+    }
+    out.clear();
     write::response_head(
         out,
         buf,
@@ -624,7 +662,8 @@ fn plan_response(
         plan.version,
         client_keep_alive,
         plan.request_id.as_bytes(),
-        plan.response_headers.as_bytes(),
+        lines.as_bytes(),
+        edits,
     );
     let p = ResponsePlan {
         status: res.code,

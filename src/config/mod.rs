@@ -7,6 +7,7 @@ pub mod policy;
 mod raw;
 mod suggest;
 pub mod tls;
+pub mod transform;
 pub mod units;
 
 use std::fmt;
@@ -296,6 +297,8 @@ pub struct Route {
     /// Total time for the upstream exchange up to the response head, retries included (-> 504);
     /// overrides the service's connect + response timeouts.
     pub timeout: Option<Duration>,
+    /// Header, path and query edits of requests and responses.
+    pub transform: transform::Transform,
 }
 
 /// One problem in a config file.
@@ -1047,6 +1050,7 @@ fn route(
         allow_header,
         policy,
         timeout: rr.timeout.as_ref().map(|_| c.duration(&format!("{p}.timeout"), &rr.timeout, Duration::ZERO)),
+        transform: rr.transform.as_ref().map(|t| transform::transform(c, &p, t)).unwrap_or_default(),
     }
 }
 

@@ -316,4 +316,5 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub validate: Option<RawValidate>,
     pub timeout: Option<String>,
+    pub transform: Option<super::transform::RawTransform>,
 }

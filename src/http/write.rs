@@ -8,6 +8,8 @@ use std::hash::{BuildHasher, Hasher};
 
 use httparse::Header;
 
+use crate::config::transform::HeaderEdits;
+use crate::policy::transform::{self, Field};
 use super::parse::{ConnTokens, Framing, RequestHead, ResponseHead, Version};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) plus the ones the gateway rewrites itself.
@@ -198,6 +200,15 @@ pub fn request_id(req: &RequestHead, ids: &Ids) -> RequestId {
     }
 }
 
+/// Writes a header line as a route's edits say: as it is, renamed, or not at all.
+fn put_edited(out: &mut Vec<u8>, buf: &[u8], h: &Header, edits: Option<&HeaderEdits>) {
+    match edits.map_or(Field::Keep, |e| transform::field(e, h.name.as_bytes())) {
+        Field::Keep => put_header(out, buf, h),
+        Field::Drop => {}
+        Field::Rename(to) => put_field(out, to.as_bytes(), h.value),
+    }
+}
+
 /// What the gateway adds to a forwarded request.
 pub struct ForwardInfo<'a> {
     pub client_ip: &'a [u8],
@@ -205,6 +216,10 @@ pub struct ForwardInfo<'a> {
     pub request_id: &'a [u8],
     /// Path to send (after `strip_prefix`), without the query.
     pub path: &'a [u8],
+    /// The query to send, with its `?` (the client's, or the route's transform of it).
+    pub query: &'a [u8],
+    /// The route's header edits: client fields removed, renamed or replaced by set ones.
+    pub edits: Option<&'a HeaderEdits>,
     /// Header names the gateway sets itself from verified credentials: client copies are dropped.
     pub strip: &'a [String],
     /// Lines to add (each ending with CRLF), e.g. forwarded claims.
@@ -220,7 +235,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(info.path);
-    out.extend_from_slice(req.query);
+    out.extend_from_slice(info.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff_seen = false;
     let mut trace: Option<Inline<55>> = None;
@@ -254,7 +269,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
                 continue;
             }
         }
-        put_header(out, buf, h);
+        put_edited(out, buf, h, info.edits);
     }
     if !host_seen || req.target.first() != Some(&b'/') {
         // An HTTP/1.0 request may come without any host; name the service instead, as nginx
@@ -338,6 +353,7 @@ pub fn response_head(
     keep_alive: bool,
     request_id: &[u8],
     extra: &[u8],
+    edits: Option<&HeaderEdits>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(res.code));
@@ -349,7 +365,7 @@ pub fn response_head(
         if dropped(name, &res.conn_tokens) || name.eq_ignore_ascii_case(b"x-request-id") {
             continue;
         }
-        put_header(out, buf, h);
+        put_edited(out, buf, h, edits);
     }
     match framing {
         ClientFraming::Length(n) => {

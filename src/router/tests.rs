@@ -29,6 +29,7 @@ fn route(name: &str, paths: &[&str], hosts: &[&str], methods: &[&str]) -> Route 
         allow_header: String::new(),
         policy: Default::default(),
         timeout: None,
+        transform: Default::default(),
     }
 }
 

@@ -113,6 +113,7 @@ pub struct RouteRt {
     pub has_cors: bool,
     /// Total upstream time, retries included, when the route sets one.
     pub timeout: Option<std::time::Duration>,
+    pub transform: crate::config::transform::Transform,
     pub pipeline: Pipeline,
     pub metrics: Rc<RouteMetrics>,
 }
@@ -239,6 +240,7 @@ impl Generation {
                     strip_headers: rp.strip_headers.clone(),
                     has_cors: rp.cors.is_some(),
                     timeout: r.timeout,
+                    transform: r.transform.clone(),
                     pipeline: Pipeline::new(stages),
                     metrics: metrics.route(&r.name),
                 }

@@ -69,6 +69,8 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
         proto: b"http",
         request_id: id.as_bytes(),
         path: path.map_or(req.path, str::as_bytes),
+        query: req.query,
+        edits: None,
         strip: &[],
         extra: b"",
         default_host: b"svc",
@@ -140,7 +142,7 @@ fn respond(raw: &[u8], method: &str, client: Version, keep_alive: bool) -> Strin
     let res = parse_response(raw, &mut headers, method == "HEAD", 4096).expect("valid").expect("complete");
     let framing = client_framing(&res, client);
     let mut out = Vec::new();
-    response_head(&mut out, raw, &res, framing, client, keep_alive, b"rid-1", b"");
+    response_head(&mut out, raw, &res, framing, client, keep_alive, b"rid-1", b"", None);
     String::from_utf8(out).expect("ASCII head")
 }
 

@@ -1,0 +1,251 @@
+//! `[routes.transform.request]` and `[routes.transform.response]`: header, path and query edits,
+//! built once at load. Templates are parsed here into literal and variable parts; the path
+//! pattern is compiled here (an invalid one is a config error with its key path).
+
+use std::collections::BTreeMap;
+
+use regex::bytes::Regex;
+use serde::Deserialize;
+
+use super::Checker;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTransform {
+    pub request: Option<RawRequestTransform>,
+    pub response: Option<RawHeaderTransform>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRequestTransform {
+    pub set_headers: Option<BTreeMap<String, String>>,
+    pub remove_headers: Option<Vec<String>>,
+    pub rename_headers: Option<BTreeMap<String, String>>,
+    pub rewrite: Option<RawRewrite>,
+    pub query: Option<RawQuery>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHeaderTransform {
+    pub set_headers: Option<BTreeMap<String, String>>,
+    pub remove_headers: Option<Vec<String>>,
+    pub rename_headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRewrite {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawQuery {
+    pub set: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+}
+
+/// One part of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Literal(String),
+    /// `{consumer}`: the consumer the auth stage named.
+    Consumer,
+    /// `{claim.sub}`: the verified JWT's subject.
+    ClaimSub,
+    /// `{header.NAME}`: the request's first header of that name.
+    Header(String),
+    /// `{query.NAME}`: the request's query parameter (still percent-encoded as sent).
+    Query(String),
+    /// `{path}`: the request path as received.
+    Path,
+    /// `{request_id}`.
+    RequestId,
+}
+
+pub type Template = Vec<Part>;
+
+/// Header edits: names lower-case.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(String, Template)>,
+    pub remove: Vec<String>,
+    /// (from, to)
+    pub rename: Vec<(String, String)>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty() && self.rename.is_empty()
+    }
+
+    /// Client (or upstream) fields that do not pass as they are: removed, renamed or set.
+    pub fn touches(&self, name: &[u8]) -> bool {
+        let is = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
+        self.remove.iter().any(is) || self.set.iter().any(|(n, _)| is(n)) || self.rename.iter().any(|(f, _)| is(f))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub from: Regex,
+    /// The replacement: `$1`, `${name}` captures (regex syntax) over template-rendered text.
+    pub to: Template,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestTransform {
+    pub headers: HeaderEdits,
+    pub rewrite: Option<Rewrite>,
+    pub query_set: Vec<(String, Template)>,
+    pub query_remove: Vec<String>,
+}
+
+impl RequestTransform {
+    pub fn edits_target(&self) -> bool {
+        self.rewrite.is_some() || !self.query_set.is_empty() || !self.query_remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Transform {
+    pub request: Option<RequestTransform>,
+    pub response: Option<HeaderEdits>,
+}
+
+/// Fields the transforms may not touch: framing and connection management stay the gateway's.
+const RESERVED: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "proxy-connection"];
+
+fn header_name(c: &mut Checker, path: &str, name: &str) -> Option<String> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        c.err(path, format!("`{name}` is not a header name"), "use a field name such as \"X-Api-Version\"");
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED.contains(&lower.as_str()) {
+        c.err(path, format!("`{name}` is managed by the gateway"), "transform other fields; framing and connection fields are set by the gateway");
+        return None;
+    }
+    Some(lower)
+}
+
+/// Parses `text {var} text`; `{{` and `}}` are literal braces.
+pub(crate) fn template(c: &mut Checker, path: &str, text: &str, request_vars: bool) -> Template {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        lit.push_str(&rest[..i]);
+        let (ch, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.starts_with(ch as char) {
+            lit.push(ch as char);
+            rest = &after[1..];
+            continue;
+        }
+        if ch == b'}' {
+            c.err(path, "a `}` without its `{`", "write `}}` for a literal brace");
+            return parts;
+        }
+        let Some(end) = after.find('}') else {
+            c.err(path, "a `{` without its `}`", "write `{{` for a literal brace");
+            return parts;
+        };
+        let var = &after[..end];
+        let part = match var {
+            "request_id" => Some(Part::RequestId),
+            _ if !request_vars => None,
+            "consumer" => Some(Part::Consumer),
+            "claim.sub" => Some(Part::ClaimSub),
+            "path" => Some(Part::Path),
+            v => v
+                .strip_prefix("header.")
+                .filter(|n| !n.is_empty())
+                .map(|n| Part::Header(n.to_ascii_lowercase()))
+                .or_else(|| v.strip_prefix("query.").filter(|n| !n.is_empty()).map(|n| Part::Query(n.to_string()))),
+        };
+        match part {
+            Some(p) => {
+                if !lit.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut lit)));
+                }
+                parts.push(p);
+            }
+            None if request_vars => c.err(
+                path,
+                format!("unknown template variable `{{{var}}}`"),
+                "use {consumer}, {claim.sub}, {header.NAME}, {query.NAME}, {path} or {request_id}",
+            ),
+            None => c.err(path, format!("`{{{var}}}` is not known in a response"), "response values may use {request_id} only"),
+        }
+        rest = &after[end + 1..];
+    }
+    lit.push_str(rest);
+    if !lit.is_empty() {
+        parts.push(Part::Literal(lit));
+    }
+    parts
+}
+
+fn headers(c: &mut Checker, p: &str, set: &Option<BTreeMap<String, String>>, remove: &Option<Vec<String>>, rename: &Option<BTreeMap<String, String>>, request: bool) -> HeaderEdits {
+    let mut out = HeaderEdits::default();
+    for (name, value) in set.iter().flatten() {
+        let path = format!("{p}.set_headers.{name}");
+        if let Some(n) = header_name(c, &path, name) {
+            let t = template(c, &path, value, request);
+            if t.iter().any(|part| matches!(part, Part::Literal(l) if l.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f))) {
+                c.err(&path, "control characters in a header value", "write the value on one line, without control characters");
+            }
+            out.set.push((n, t));
+        }
+    }
+    for (i, name) in remove.iter().flatten().enumerate() {
+        if let Some(n) = header_name(c, &format!("{p}.remove_headers[{i}]"), name) {
+            out.remove.push(n);
+        }
+    }
+    for (from, to) in rename.iter().flatten() {
+        let path = format!("{p}.rename_headers.{from}");
+        if let (Some(f), Some(t)) = (header_name(c, &path, from), header_name(c, &path, to)) {
+            out.rename.push((f, t));
+        }
+    }
+    out
+}
+
+pub(crate) fn transform(c: &mut Checker, p: &str, raw: &RawTransform) -> Transform {
+    let request = raw.request.as_ref().map(|r| {
+        let p = format!("{p}.transform.request");
+        let headers = headers(c, &p, &r.set_headers, &r.remove_headers, &r.rename_headers, true);
+        let rewrite = r.rewrite.as_ref().and_then(|rw| {
+            let (Some(from), Some(to)) = (&rw.from, &rw.to) else {
+                c.err(format!("{p}.rewrite"), "needs from and to", "write rewrite = { from = \"^/api/v1/(.*)$\", to = \"/v2/$1\" }");
+                return None;
+            };
+            if !to.starts_with('/') {
+                c.err(format!("{p}.rewrite.to"), "must start with /", "write the upstream path, e.g. \"/v2/$1\"");
+            }
+            match Regex::new(from) {
+                Ok(re) => Some(Rewrite { from: re, to: template(c, &format!("{p}.rewrite.to"), to, true) }),
+                Err(e) => {
+                    let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
+                    c.err(format!("{p}.rewrite.from"), format!("not a regular expression: {first}"), "write a pattern such as \"^/api/v1/(.*)$\" (Rust regex syntax)");
+                    None
+                }
+            }
+        });
+        let mut query_set = Vec::new();
+        let mut query_remove = Vec::new();
+        if let Some(q) = &r.query {
+            for (name, value) in q.set.iter().flatten() {
+                let path = format!("{p}.query.set.{name}");
+                if name.is_empty() || name.bytes().any(|b| b"&=#?% ".contains(&b) || !(0x21..=0x7e).contains(&b)) {
+                    c.err(&path, format!("`{name}` is not a plain parameter name"), "use letters, digits, - and _");
+                    continue;
+                }
+                query_set.push((name.clone(), template(c, &path, value, true)));
+            }
+            query_remove = q.remove.clone().unwrap_or_default();
+        }
+        RequestTransform { headers, rewrite, query_set, query_remove }
+    });
+    let response = raw.response.as_ref().map(|r| headers(c, &format!("{p}.transform.response"), &r.set_headers, &r.remove_headers, &r.rename_headers, false));
+    Transform { request, response }
+}
