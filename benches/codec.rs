@@ -181,6 +181,7 @@ fn bench_write(c: &mut Criterion) {
         path: req.path,
         query: req.query,
         edits: None,
+        framing: req.framing,
         strip: &[],
         extra: b"",
         default_host: b"svc",

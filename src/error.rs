@@ -68,6 +68,12 @@ pub enum ProxyError {
     UpstreamTls,
     #[error("a transformed header or target would hold a forbidden value")]
     TransformRefused,
+    /// A request body the route's JSON transform cannot apply to.
+    #[error("the request body could not be transformed")]
+    TransformFailed,
+    /// An upstream response body the route's JSON transform cannot apply to.
+    #[error("the upstream response could not be transformed")]
+    ResponseTransformFailed,
     #[error("internal error")]
     Internal,
 }
@@ -91,13 +97,15 @@ impl ProxyError {
             | ProxyError::LengthRequired
             | ProxyError::ForwardHeadersTooLarge
             | ProxyError::MisdirectedRequest
-            | ProxyError::TransformRefused => Side::Client,
+            | ProxyError::TransformRefused
+            | ProxyError::TransformFailed => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamClosed
             | ProxyError::BadResponse(_)
-            | ProxyError::UpstreamTls => Side::Upstream,
+            | ProxyError::UpstreamTls
+            | ProxyError::ResponseTransformFailed => Side::Upstream,
             ProxyError::Internal
             | ProxyError::CircuitOpen
             | ProxyError::Overloaded
@@ -125,7 +133,8 @@ impl ProxyError {
             ProxyError::LengthRequired => 411,
             ProxyError::ForwardHeadersTooLarge => 431,
             ProxyError::MisdirectedRequest => 421,
-            ProxyError::TransformRefused => 400,
+            ProxyError::TransformRefused | ProxyError::TransformFailed => 400,
+            ProxyError::ResponseTransformFailed => 502,
             ProxyError::CircuitOpen | ProxyError::Overloaded | ProxyError::NoHealthyUpstream | ProxyError::LimitStoreUnavailable => 503,
             ProxyError::Internal => 500,
         }
@@ -167,6 +176,8 @@ impl ProxyError {
             ProxyError::MisdirectedRequest => "misdirected_request",
             ProxyError::UpstreamTls => "upstream_tls_failed",
             ProxyError::TransformRefused => "transform_value_refused",
+            ProxyError::TransformFailed => "transform_failed",
+            ProxyError::ResponseTransformFailed => "upstream_transform_failed",
             ProxyError::Internal => "internal_error",
         }
     }
@@ -201,6 +212,8 @@ impl ProxyError {
             ProxyError::MisdirectedRequest => "this connection's TLS server name does not serve the requested host",
             ProxyError::UpstreamTls => "the TLS handshake with the upstream service failed (its certificate was not accepted)",
             ProxyError::TransformRefused => "a value this route writes into a header holds control characters",
+            ProxyError::TransformFailed => "the request body could not be transformed",
+            ProxyError::ResponseTransformFailed => "the upstream response could not be transformed",
             ProxyError::Internal => "internal error",
         }
     }

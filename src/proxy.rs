@@ -107,6 +107,9 @@ struct Plan {
     body_bound: Option<u64>,
     /// The request's key on the service's hash ring (consistent_hash).
     balance_key: Option<u64>,
+    /// The route transforms the JSON body: the rendered `set` values. The forwarded head then
+    /// lacks its framing line and final CRLF, which follow the transformed body's length.
+    json: Option<Vec<String>>,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -122,11 +125,14 @@ struct Failure {
     extra: HeaderBuf,
     /// For an open circuit: the service whose fallback answers.
     service: Option<usize>,
+    /// A message naming what failed (a JSON field), instead of the error's general one.
+    detail: Option<String>,
 }
 
 impl Failure {
     fn new(err: ProxyError, plan: Option<&Plan>) -> Self {
         Failure {
+            detail: None,
             err,
             request_id: plan.map(|p| p.request_id),
             responded: false,
@@ -237,13 +243,50 @@ async fn request<S: ClientStream>(
 
     // 3. Body stages (JSON validation): the whole, bounded body is read and checked before
     //    anything is forwarded.
+    let mut buffered = None;
     if let (Some(_), Framing::Length(n)) = (plan.body_bound, plan.framing) {
         let admitted = Admitted { response_headers: plan.response_headers, ..Admitted::default() };
         let in_out = buffer_body(gen, client, body, n, &plan, out).await?;
+        buffered = Some(in_out);
         let n = n as usize;
         let whole: &[u8] = if in_out { &out[out.len() - n..] } else { &client.rbuf.pending()[..n] };
         if let Flow::Respond(local) = gen.routes[plan.route].pipeline.on_body(whole, &admitted) {
             return Err(Failure::local(local, &plan));
+        }
+    }
+
+    // 3b. A JSON body transform: the body is read whole, transformed, and sent with its new
+    //     length behind the head.
+    if let (Some(values), Framing::Length(n)) = (&plan.json, plan.framing) {
+        let in_out = match buffered {
+            Some(b) => b,
+            None => buffer_body(gen, client, body, n, &plan, out).await?,
+        };
+        let n = n as usize;
+        let original = if in_out {
+            out.split_off(out.len() - n)
+        } else {
+            let v = client.rbuf.pending()[..n].to_vec();
+            client.rbuf.consume(n);
+            v
+        };
+        *body = RequestBody::Done;
+        let edits = gen.cfg.routes[plan.route].transform.request.as_ref().and_then(|t| t.json.as_ref());
+        let transformed = edits.map(|e| transform::json_body(&original, e, values));
+        let route_metrics = &gen.routes[plan.route].metrics;
+        match transformed {
+            Some(Ok(bytes)) => {
+                route_metrics.transform("request", "applied");
+                write::length_and_body(out, &bytes);
+            }
+            Some(Err(why)) => {
+                route_metrics.transform("request", "failed");
+                let err = if why == transform::JsonFail::NotJson { ProxyError::InvalidJson } else { ProxyError::TransformFailed };
+                let mut f = Failure::new(err, Some(&plan));
+                f.detail = Some(why.detail());
+                return Err(f);
+            }
+            None => write::length_and_body(out, &original),
         }
     }
 
@@ -309,6 +352,48 @@ async fn request<S: ClientStream>(
     };
     ups.report(plan.service, ex.conn.endpoint, upstream::Outcome::Responded(resp.status));
     let (mut up, mut ubuf, _active) = (ex.conn, ex.buf, ex.active);
+
+    // 6a. A JSON response transform: the body is read whole (dechunked), transformed, and sent
+    //     with its length behind the head already in `out`.
+    if resp.json {
+        let route = &gen.routes[plan.route];
+        let edits = route.transform.response.as_ref().and_then(|t| t.json.as_ref());
+        let read = read_whole(&mut up.stream, &mut ubuf, resp.upstream_framing, edits.map_or(0, |e| e.max), gen.cfg.limits.max_trailer, body_timeout).await;
+        ctx.upstream_done = Some(Instant::now());
+        let leftover = ubuf.pending_len();
+        shard.bufs.put(std::mem::take(&mut ubuf.data));
+        let body = match read {
+            Ok(b) => b,
+            Err(detail) => {
+                route.metrics.transform("response", "failed");
+                let mut f = Failure::new(ProxyError::ResponseTransformFailed, Some(&plan));
+                f.detail = Some(detail.to_string());
+                return Err(f);
+            }
+        };
+        if resp.upstream_keep_alive && leftover == 0 {
+            ups.checkin(up);
+        }
+        let values = edits.map(|e| transform::json_set_values(e, None, plan.request_id.as_bytes())).unwrap_or_default();
+        match edits.map(|e| transform::json_body(&body, e, &values)) {
+            Some(Ok(bytes)) => {
+                route.metrics.transform("response", "applied");
+                write::length_and_body(out, &bytes);
+            }
+            Some(Err(why)) => {
+                route.metrics.transform("response", "failed");
+                let mut f = Failure::new(ProxyError::ResponseTransformFailed, Some(&plan));
+                f.detail = Some(format!("the upstream's body: {}", why.detail()));
+                return Err(f);
+            }
+            None => write::length_and_body(out, &body),
+        }
+        ctx.status = resp.status;
+        if client_write(client, out, body_timeout).await.is_err() {
+            return Err(Failure::silent());
+        }
+        return Ok(if resp.client_keep_alive { Next::KeepAlive } else { Next::Close });
+    }
 
     // 6. Response head, plus whatever of the body fits, to the client in one write.
     ctx.status = resp.status;
@@ -539,6 +624,19 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
             return reject(head, ProxyError::TransformRefused, HeaderBuf::default());
         }
     }
+    // A JSON body transform needs the whole body, declared and within its bound, and JSON.
+    let json_edits = edits.and_then(|t| t.json.as_ref()).filter(|_| req.framing != Framing::None);
+    if let Some(j) = json_edits {
+        match req.framing {
+            Framing::Length(n) if n > j.max => return reject(head, ProxyError::BodyTooLarge, admitted.response_headers),
+            Framing::Length(_) => {}
+            _ => return reject(head, ProxyError::LengthRequired, admitted.response_headers),
+        }
+        if !transform::is_json(stage::header(&req, "content-type")) {
+            return reject(head, ProxyError::UnsupportedMediaType, admitted.response_headers);
+        }
+    }
+    let json = json_edits.map(|j| transform::json_set_values(j, Some(&vars), request_id.as_bytes()));
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         _ if target.is_empty() => (path, req.query),
         Some(q) => (&target[..q], &target[q..]),
@@ -560,11 +658,15 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         path,
         query,
         edits: edits.map(|t| &t.headers).filter(|h| !h.is_empty()),
+        framing: if json.is_some() { Framing::None } else { req.framing },
         strip: &route.strip_headers,
         extra: admitted.forward_headers.as_bytes(),
         default_host: gen.cfg.services[route.service].name.as_bytes(),
     };
     ctx.traceparent = write::request_head(out, buf, &req, &info, &shard.ids);
+    if json.is_some() {
+        out.truncate(out.len() - 2); // the length line follows the transformed body
+    }
     let plan = Plan {
         route: route_idx,
         service: route.service,
@@ -578,6 +680,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         response_headers: admitted.response_headers,
         body_bound: route.pipeline.body_bound(req.framing),
         balance_key: balance_key(gen, route.service, &req, ctx),
+        json,
     };
     Planned::Head(head, Outcome::Forward(plan))
 }
@@ -606,6 +709,8 @@ struct ResponsePlan {
     client_framing: ClientFraming,
     upstream_keep_alive: bool,
     client_keep_alive: bool,
+    /// The route's JSON transform applies: `out` holds the head without its framing line.
+    json: bool,
 }
 
 /// The planner `upstream::call` runs on each read: once a response head is complete, writes the
@@ -639,11 +744,29 @@ fn plan_response(
         return Ok(Some(Head::Informational));
     }
     let client_framing = write::client_framing(&res, plan.version);
+    // A JSON response transform: a 2xx JSON body, not compressed, within the bound (a chunked
+    // one is checked as it is read). Others pass through untouched, and are counted.
+    let json = match gen.routes[plan.route].transform.response.as_ref().and_then(|t| t.json.as_ref()) {
+        Some(j) if !plan.head_request && (200..300).contains(&res.code) && res.code != 204 => {
+            let field = |name: &str| res.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+            let fits = match res.framing {
+                Framing::Length(n) => n <= j.max,
+                Framing::Chunked => true,
+                Framing::None | Framing::UntilClose => false,
+            };
+            let applies = fits && transform::is_json(field("content-type")) && field("content-encoding").is_none();
+            if !applies {
+                gen.routes[plan.route].metrics.transform("response", "skipped");
+            }
+            applies
+        }
+        _ => false,
+    };
     let client_keep_alive = keep_alive
-        && !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk)
+        && (json || !matches!(client_framing, ClientFraming::UntilClose | ClientFraming::Dechunk))
         && !shard.drain.is_draining();
     out.clear();
-    let edits = gen.cfg.routes[plan.route].transform.response.as_ref();
+    let edits = gen.cfg.routes[plan.route].transform.response.as_ref().map(|t| &t.headers);
     let mut lines = plan.response_headers;
     for (name, value) in edits.iter().flat_map(|e| &e.set) {
         out.clear();
@@ -658,19 +781,25 @@ fn plan_response(
         out,
         buf,
         &res,
-        client_framing,
+        if json { ClientFraming::UntilClose } else { client_framing },
         plan.version,
         client_keep_alive,
         plan.request_id.as_bytes(),
         lines.as_bytes(),
         edits,
     );
+    if json {
+        // Written without a framing line (as a body read to the close would be); the length
+        // of the transformed body follows.
+        out.truncate(out.len() - 2);
+    }
     let p = ResponsePlan {
         status: res.code,
         upstream_framing: res.framing,
         client_framing,
         upstream_keep_alive: res.keep_alive,
         client_keep_alive,
+        json,
     };
     let n = res.head_len;
     ubuf.consume(n);
@@ -747,7 +876,7 @@ async fn answer_failure<S: ClientStream>(
         &ErrorResponse {
             status: f.err.status(),
             code: f.err.code(),
-            message: f.err.message(),
+            message: f.detail.as_deref().unwrap_or(f.err.message()),
             request_id: rid.as_bytes(),
             close: !keep,
             head_only: f.head_request,
@@ -771,6 +900,41 @@ async fn client_write<S: ClientStream>(client: &mut Client<S>, data: &mut Vec<u8
     timed_write(&mut client.stream, data, 0, n, dur).await?;
     client.sent += n as u64;
     Ok(())
+}
+
+/// Reads a whole response body (a length, or chunked: dechunked) of at most `max` bytes.
+async fn read_whole(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Vec<u8>, &'static str> {
+    let mut body = Vec::new();
+    let mut decoder = (framing == Framing::Chunked).then(|| ChunkedDecoder::new(max_trailer));
+    loop {
+        match (&mut decoder, framing) {
+            (None, Framing::Length(n)) => {
+                let take = ubuf.pending_len().min((n as usize).saturating_sub(body.len()));
+                body.extend_from_slice(&ubuf.pending()[..take]);
+                ubuf.consume(take);
+                if body.len() as u64 >= n {
+                    return Ok(body);
+                }
+            }
+            (Some(d), _) => {
+                let start = ubuf.start;
+                let (data, consumed, done) = d.decode_in_place(&mut ubuf.data[start..]).map_err(|_| "the upstream's chunked body is malformed")?;
+                body.extend_from_slice(&ubuf.data[start..start + data]);
+                ubuf.consume(consumed);
+                if body.len() as u64 > max {
+                    return Err("the upstream's body is larger than the route's max_json");
+                }
+                if done {
+                    return Ok(body);
+                }
+            }
+            _ => return Err("the upstream's body has no length"),
+        }
+        match timed_fill(up, ubuf, dur).await {
+            Ok(k) if k > 0 => {}
+            _ => return Err("the upstream's body ended early"),
+        }
+    }
 }
 
 async fn timed_fill<R: AsyncReadRent>(s: &mut R, rbuf: &mut ReadBuf, dur: Duration) -> Result<usize, RelayError> {

@@ -98,10 +98,108 @@ fn transform_config_errors_name_their_keys() {
         ("[routes.transform.request]\nremove_headers = [\"bad name\"]", "routes[0].transform.request.remove_headers[0]"),
         ("[routes.transform.response]\nset_headers = { \"X-A\" = \"{consumer}\" }", "routes[0].transform.response.set_headers.X-A"),
         ("[routes.transform.request]\nquery = { set = { \"a&b\" = \"1\" } }", "routes[0].transform.request.query.set.a&b"),
-        ("[routes.transform.request]\njson = { remove = [\"x\"] }", "routes[0].transform.request.json"),
+        ("[routes.transform.request]\njson = { convert = { \"total\" = \"float\" } }", "routes[0].transform.request.json.convert.total"),
+        ("[routes.transform.request]\njson = { rename = { \"a.b\" = \"c.d\" } }", "routes[0].transform.request.json.rename.a.b"),
+        ("[routes.transform.request]\njson = { remove = [\"items[0]\"] }", "routes[0].transform.request.json.remove[0]"),
     ];
     for (extra, path) in cases {
         let err = Config::parse(&format!("{base}{extra}\n")).expect_err(extra).to_string();
         assert!(err.contains(path), "want `{path}` in:\n{err}");
+    }
+}
+
+fn json_gateway(up_echo: &Upstream, up_chunked: &Upstream, up_gzip: &Upstream, up_text: &Upstream, up_bad: &Upstream) -> Gw {
+    let svc = |n: &str, u: &Upstream| format!("[[services]]\nname = \"{n}\"\nupstreams = [\"{}\"]\n\n", u.addr);
+    let resp = "[routes.transform.response]\njson = { rename = { \"created_at\" = \"createdAt\" }, allow = [\"id\", \"createdAt\", \"total\", \"items[*].id\"] }\n";
+    let route = |n: &str, path: &str, s: &str, extra: &str| format!("[[routes]]\nname = \"{n}\"\npaths = [\"{path}\"]\nservice = \"{s}\"\n{extra}\n");
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}{}{}{}{}\
+         {}{}{}{}{}",
+        svc("echo", up_echo),
+        svc("chunked", up_chunked),
+        svc("gzip", up_gzip),
+        svc("text", up_text),
+        svc("bad", up_bad),
+        route(
+            "orders",
+            "/orders",
+            "echo",
+            "[routes.transform.request]\nmax_json = \"1KiB\"\njson = { rename = { \"user_id\" = \"userId\", \"items[*].sku_id\" = \"items[*].skuId\" }, \
+             convert = { \"total\" = \"number\" }, remove = [\"internal\"], set = { \"source\" = \"gateway\", \"meta.via\" = \"{request_id}\" } }"
+        ),
+        route("chunked", "/chunked", "chunked", resp),
+        route("gzip", "/gzip", "gzip", resp),
+        route("text", "/text", "text", resp),
+        route("bad", "/bad", "bad", "[routes.transform.response]\njson = { convert = { \"total\" = \"integer\" } }"),
+    );
+    Gw::start(&toml)
+}
+
+fn post(gw: &Gw, path: &str, ct: &str, body: &str) -> common::Response {
+    Client::connect(gw.addr).request(format!("POST {path} HTTP/1.1\r\nHost: h\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+}
+
+#[test]
+fn json_bodies_are_transformed_both_ways() {
+    let echo = Upstream::ok(b"{}");
+    let (a, b) = (r#"{"id":1,"created_at":"x","#, r#""secret":"s","total":3,"items":[{"id":5,"cost":2}]}"#);
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let chunked = Upstream::raw(Box::leak(raw.into_bytes().into_boxed_slice()));
+    let gzip = Upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nGZIP");
+    let text = Upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
+    let bad = Upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"total\":\"ab\"}\n");
+    let gw = json_gateway(&echo, &chunked, &gzip, &text, &bad);
+
+    // Request: the seed's example, nested arrays, a set with nesting.
+    let r = post(&gw, "/orders", "application/json", r#"{"user_id":7,"total":"12.50","items":[{"sku_id":"a"},{"sku_id":"b"}],"internal":"x"}"#);
+    assert_eq!(r.status, 200, "{}", r.head);
+    let got = &echo.requests()[0];
+    let sent: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    let rid = r.header("x-request-id").unwrap();
+    assert_eq!(sent, serde_json::json!({"userId": 7, "total": 12.5, "items": [{"skuId": "a"}, {"skuId": "b"}], "source": "gateway", "meta": {"via": rid}}));
+    assert_eq!(got.headers("content-length"), [got.body.len().to_string()], "the length is the new body's");
+
+    // Request failures: a value that does not convert (named), not JSON, not declared JSON,
+    // over the bound, chunked.
+    let r = post(&gw, "/orders", "application/json", r#"{"total":"twelve"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "transform_failed"));
+    assert!(r.body_str().contains("field `total`"), "{}", r.body_str());
+    assert_eq!(post(&gw, "/orders", "application/json", "{not json").error_code(), "invalid_json");
+    assert_eq!(post(&gw, "/orders", "text/plain", "{}").status, 415);
+    assert_eq!(post(&gw, "/orders", "application/json", &format!("{{\"pad\":\"{}\"}}", "x".repeat(2000))).status, 413);
+    let r = Client::connect(gw.addr).request(b"POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+    assert_eq!(r.status, 411);
+    assert_eq!(echo.requests().len(), 1, "no failed request reached the upstream");
+
+    // Response: chunked in, length out; renamed and cut to the allow list.
+    let r = common::get(gw.addr, "/chunked");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.header("transfer-encoding").is_none());
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string()));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v, serde_json::json!({"id": 1, "createdAt": "x", "total": 3, "items": [{"id": 5}]}));
+    // Compressed and non-JSON responses pass untouched; a value that does not convert is a 502.
+    assert_eq!(common::get(gw.addr, "/gzip").body_str(), "GZIP");
+    assert_eq!(common::get(gw.addr, "/text").body_str(), "hello");
+    let r = common::get(gw.addr, "/bad");
+    assert_eq!((r.status, r.error_code().as_str()), (502, "upstream_transform_failed"));
+    assert!(r.body_str().contains("field `total`"), "{}", r.body_str());
+    // Kept-alive connections carry on after transformed responses.
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..3 {
+        assert_eq!(c.request(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+    let metrics = common::get(gw.gateway().admin_addr.unwrap(), "/metrics").body_str();
+    for want in [
+        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"applied\"} 1",
+        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"failed\"} 2",
+        "ringgate_transforms_total{route=\"gzip\",side=\"response\",result=\"skipped\"} 1",
+        "ringgate_transforms_total{route=\"bad\",side=\"response\",result=\"failed\"} 1",
+    ] {
+        assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
 }

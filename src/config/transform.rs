@@ -22,6 +22,8 @@ pub struct RawRequestTransform {
     pub rename_headers: Option<BTreeMap<String, String>>,
     pub rewrite: Option<RawRewrite>,
     pub query: Option<RawQuery>,
+    pub json: Option<RawJson>,
+    pub max_json: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +31,124 @@ pub struct RawHeaderTransform {
     pub set_headers: Option<BTreeMap<String, String>>,
     pub remove_headers: Option<Vec<String>>,
     pub rename_headers: Option<BTreeMap<String, String>>,
+    pub json: Option<RawJson>,
+    pub max_json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawJson {
+    pub rename: Option<BTreeMap<String, String>>,
+    pub convert: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+    pub set: Option<BTreeMap<String, String>>,
+    pub allow: Option<Vec<String>>,
+}
+
+/// Bodies a JSON transform buffers at most, unless `max_json` says otherwise.
+pub const DEFAULT_MAX_JSON: u64 = 1 << 20;
+
+/// One step of a JSON path: `a.b[*].c` is `Key(a), Key(b), Each, Key(c)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    /// Every element of an array.
+    Each,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JPath {
+    pub segs: Vec<Seg>,
+    /// As written, for error messages.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Number,
+    Integer,
+    String,
+    Boolean,
+}
+
+/// JSON body edits, applied in this order: rename, convert, remove, set, allow.
+#[derive(Debug, Clone, Default)]
+pub struct JsonEdits {
+    /// (path, new name of its last key)
+    pub rename: Vec<(JPath, String)>,
+    pub convert: Vec<(JPath, Kind)>,
+    pub remove: Vec<JPath>,
+    /// Values are strings from templates.
+    pub set: Vec<(JPath, Template)>,
+    /// When not empty: only these paths are kept.
+    pub allow: Vec<JPath>,
+    pub max: u64,
+}
+
+fn jpath(c: &mut Checker, path: &str, text: &str) -> Option<JPath> {
+    let mut segs = Vec::new();
+    for part in text.split('.') {
+        let (key, each) = match part.strip_suffix("[*]") {
+            Some(k) => (k, true),
+            None => (part, false),
+        };
+        if key.is_empty() || key.contains(['[', ']', '*']) {
+            c.err(path, format!("`{text}` is not a field path"), "write fields joined by dots, `[*]` after an array: \"items[*].sku_id\"");
+            return None;
+        }
+        segs.push(Seg::Key(key.to_string()));
+        if each {
+            segs.push(Seg::Each);
+        }
+    }
+    Some(JPath { segs, text: text.to_string() })
+}
+
+fn json_edits(c: &mut Checker, p: &str, raw: &RawJson, max: &Option<String>, request: bool) -> JsonEdits {
+    let mut out = JsonEdits { max: c.size(&format!("{p}.max_json"), max, DEFAULT_MAX_JSON, 1, 64 << 20), ..JsonEdits::default() };
+    let p = format!("{p}.json");
+    for (from, to) in raw.rename.iter().flatten() {
+        let path = format!("{p}.rename.{from}");
+        let (Some(f), Some(t)) = (jpath(c, &path, from), jpath(c, &path, to)) else { continue };
+        // Only the last key may change: `items[*].sku_id` -> `items[*].skuId`.
+        let same_parent = f.segs.len() == t.segs.len() && f.segs[..f.segs.len() - 1] == t.segs[..t.segs.len() - 1];
+        match (same_parent, t.segs.last()) {
+            (true, Some(Seg::Key(k))) => out.rename.push((f, k.clone())),
+            _ => c.err(&path, format!("`{from}` -> `{to}` moves the field"), "rename changes only the last name: \"items[*].sku_id\" = \"items[*].skuId\""),
+        }
+    }
+    for (field, kind) in raw.convert.iter().flatten() {
+        let path = format!("{p}.convert.{field}");
+        let k = match kind.as_str() {
+            "number" => Kind::Number,
+            "integer" => Kind::Integer,
+            "string" => Kind::String,
+            "boolean" => Kind::Boolean,
+            other => {
+                c.err(&path, format!("unknown type `{other}`"), "use \"number\", \"integer\", \"string\" or \"boolean\"");
+                continue;
+            }
+        };
+        if let Some(j) = jpath(c, &path, field) {
+            out.convert.push((j, k));
+        }
+    }
+    for (i, field) in raw.remove.iter().flatten().enumerate() {
+        if let Some(j) = jpath(c, &format!("{p}.remove[{i}]"), field) {
+            out.remove.push(j);
+        }
+    }
+    for (field, value) in raw.set.iter().flatten() {
+        let path = format!("{p}.set.{field}");
+        if let Some(j) = jpath(c, &path, field) {
+            out.set.push((j, template(c, &path, value, request)));
+        }
+    }
+    for (i, field) in raw.allow.iter().flatten().enumerate() {
+        if let Some(j) = jpath(c, &format!("{p}.allow[{i}]"), field) {
+            out.allow.push(j);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +217,7 @@ pub struct RequestTransform {
     pub rewrite: Option<Rewrite>,
     pub query_set: Vec<(String, Template)>,
     pub query_remove: Vec<String>,
+    pub json: Option<JsonEdits>,
 }
 
 impl RequestTransform {
@@ -106,9 +227,15 @@ impl RequestTransform {
 }
 
 #[derive(Debug, Clone, Default)]
+pub struct ResponseTransform {
+    pub headers: HeaderEdits,
+    pub json: Option<JsonEdits>,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Transform {
     pub request: Option<RequestTransform>,
-    pub response: Option<HeaderEdits>,
+    pub response: Option<ResponseTransform>,
 }
 
 /// Fields the transforms may not touch: framing and connection management stay the gateway's.
@@ -244,8 +371,15 @@ pub(crate) fn transform(c: &mut Checker, p: &str, raw: &RawTransform) -> Transfo
             }
             query_remove = q.remove.clone().unwrap_or_default();
         }
-        RequestTransform { headers, rewrite, query_set, query_remove }
+        let json = r.json.as_ref().map(|j| json_edits(c, &p, j, &r.max_json, true));
+        RequestTransform { headers, rewrite, query_set, query_remove, json }
     });
-    let response = raw.response.as_ref().map(|r| headers(c, &format!("{p}.transform.response"), &r.set_headers, &r.remove_headers, &r.rename_headers, false));
+    let response = raw.response.as_ref().map(|r| {
+        let p = format!("{p}.transform.response");
+        ResponseTransform {
+            headers: headers(c, &p, &r.set_headers, &r.remove_headers, &r.rename_headers, false),
+            json: r.json.as_ref().map(|j| json_edits(c, &p, j, &r.max_json, false)),
+        }
+    });
     Transform { request, response }
 }

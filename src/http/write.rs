@@ -209,6 +209,15 @@ fn put_edited(out: &mut Vec<u8>, buf: &[u8], h: &Header, edits: Option<&HeaderEd
     }
 }
 
+/// Ends a head that was written without its framing line: `Content-Length`, the blank line, the
+/// body.
+pub fn length_and_body(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(b"Content-Length: ");
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
 /// What the gateway adds to a forwarded request.
 pub struct ForwardInfo<'a> {
     pub client_ip: &'a [u8],
@@ -220,6 +229,9 @@ pub struct ForwardInfo<'a> {
     pub query: &'a [u8],
     /// The route's header edits: client fields removed, renamed or replaced by set ones.
     pub edits: Option<&'a HeaderEdits>,
+    /// The body's framing as sent (the request's, or none when the gateway writes it after a
+    /// body transform).
+    pub framing: Framing,
     /// Header names the gateway sets itself from verified credentials: client copies are dropped.
     pub strip: &'a [String],
     /// Lines to add (each ending with CRLF), e.g. forwarded claims.
@@ -276,7 +288,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
         // names its upstream group, so the upstream never sees an empty Host.
         put_field(out, b"Host", if req.host.is_empty() { info.default_host } else { req.host });
     }
-    match req.framing {
+    match info.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
             put_u64(out, n);

@@ -147,11 +147,15 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut redis = crate::observe::metrics::RedisSnap::default();
     let mut redis_errors: BTreeMap<&str, u64> = BTreeMap::new();
     let mut handshakes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut transforms: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
     for s in shards {
         for r in &s.routes {
+            for &(side, result, n) in &r.transforms {
+                *transforms.entry((&r.name, side, result)).or_default() += n;
+            }
             let a = routes.entry(&r.name).or_default();
             for &(m, code, n) in &r.requests {
                 *a.requests.entry((m, code)).or_default() += n;
@@ -372,6 +376,12 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         o.family("ringgate_tls_certificate_expiry_timestamp_seconds", "gauge", "When each configured certificate chain expires (its earliest notAfter), unix time.");
         for (file, not_after) in &info.certs {
             o.sample("ringgate_tls_certificate_expiry_timestamp_seconds", &format!("cert=\"{}\"", label(file)), not_after);
+        }
+    }
+    if !transforms.is_empty() {
+        o.family("ringgate_transforms_total", "counter", "JSON body transforms by route, side (request, response) and result (applied, failed, skipped).");
+        for ((route, side, result), n) in &transforms {
+            o.sample("ringgate_transforms_total", &format!("route=\"{}\",side=\"{side}\",result=\"{result}\"", label(route)), n);
         }
     }
     o.family("ringgate_auth_failures_total", "counter", "Credentials refused, by provider and reason.");

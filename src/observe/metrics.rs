@@ -27,6 +27,8 @@ pub fn method_label(method: &str) -> &'static str {
 pub struct RouteMetrics {
     /// (method, status, count); a few entries per route, searched linearly.
     requests: RefCell<Vec<(&'static str, u16, u64)>>,
+    /// Body transforms: (side, result, count); result is applied, failed or skipped.
+    transforms: RefCell<Vec<(&'static str, &'static str, u64)>>,
     duration_us: RefCell<Histogram<u64>>,
     duration_sum_us: Cell<u64>,
     bytes_in: Cell<u64>,
@@ -37,10 +39,19 @@ impl RouteMetrics {
     fn new() -> Self {
         RouteMetrics {
             requests: RefCell::new(Vec::new()),
+            transforms: RefCell::new(Vec::new()),
             duration_us: RefCell::new(new_histogram()),
             duration_sum_us: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
+        }
+    }
+
+    pub fn transform(&self, side: &'static str, result: &'static str) {
+        let mut t = self.transforms.borrow_mut();
+        match t.iter_mut().find(|(s, r, _)| *s == side && *r == result) {
+            Some(e) => e.2 += 1,
+            None => t.push((side, result, 1)),
         }
     }
 
@@ -264,6 +275,7 @@ impl ShardMetrics {
                 .map(|(n, m)| RouteSnap {
                     name: n.clone(),
                     requests: m.requests.borrow().clone(),
+                    transforms: m.transforms.borrow().clone(),
                     duration_us: m.duration_us.borrow().clone(),
                     duration_sum_us: m.duration_sum_us.get(),
                     bytes_in: m.bytes_in.get(),
@@ -341,6 +353,7 @@ pub struct Snapshot {
 pub struct RouteSnap {
     pub name: String,
     pub requests: Vec<(&'static str, u16, u64)>,
+    pub transforms: Vec<(&'static str, &'static str, u64)>,
     pub duration_us: Histogram<u64>,
     pub duration_sum_us: u64,
     pub bytes_in: u64,

@@ -71,6 +71,7 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
         path: path.map_or(req.path, str::as_bytes),
         query: req.query,
         edits: None,
+        framing: req.framing,
         strip: &[],
         extra: b"",
         default_host: b"svc",
