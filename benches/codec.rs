@@ -67,6 +67,7 @@ fn many_routes() -> Vec<Route> {
         policy: Default::default(),
         timeout: None,
         transform: Default::default(),
+        aggregate: None,
     };
     for s in 0..40 {
         for (r, res) in ["users", "orders", "items", "events", "reports"].iter().enumerate() {

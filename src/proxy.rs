@@ -110,6 +110,8 @@ struct Plan {
     /// The route transforms the JSON body: the rendered `set` values. The forwarded head then
     /// lacks its framing line and final CRLF, which follow the transformed body's length.
     json: Option<Vec<String>>,
+    /// An aggregating route: each part's whole request (head, no body).
+    parts: Option<Vec<Vec<u8>>>,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -239,6 +241,11 @@ async fn request<S: ClientStream>(
             return Err(Failure::silent());
         }
         client.sent += 25;
+    }
+
+    // An aggregating route answers from its parts; the request's own body is not forwarded.
+    if let Some(heads) = &plan.parts {
+        return aggregate(shard, gen, ctx, client, out, &plan, heads, keep_alive).await;
     }
 
     // 3. Body stages (JSON validation): the whole, bounded body is read and checked before
@@ -637,6 +644,41 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         }
     }
     let json = json_edits.map(|j| transform::json_set_values(j, Some(&vars), request_id.as_bytes()));
+    // An aggregating route: one GET per part, with the request id, the client's address, the
+    // verified identity lines and a child span of the request's trace.
+    let parts = match &gen.cfg.routes[route_idx].aggregate {
+        None => None,
+        Some(agg) => {
+            let parent = stage::header(&req, "traceparent").filter(|t| write::valid_traceparent(t)).map(write::Inline::<55>::new);
+            let parent = parent.unwrap_or_else(|| shard.ids.traceparent());
+            ctx.traceparent = parent;
+            let mut heads = Vec::with_capacity(agg.parts.len());
+            for part in &agg.parts {
+                let mut h = Vec::with_capacity(256);
+                h.extend_from_slice(b"GET ");
+                if transform::render(&mut h, &part.path, &vars, transform::Escape::Url).is_err() {
+                    return reject(head, ProxyError::TransformRefused, HeaderBuf::default());
+                }
+                h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+                h.extend_from_slice(gen.cfg.services[part.service].name.as_bytes());
+                h.extend_from_slice(b"\r\nX-Request-Id: ");
+                h.extend_from_slice(request_id.as_bytes());
+                h.extend_from_slice(b"\r\nX-Forwarded-For: ");
+                h.extend_from_slice(client.ip.as_bytes());
+                h.extend_from_slice(b"\r\ntraceparent: ");
+                let fresh = shard.ids.traceparent();
+                let (p, f) = (parent.as_bytes(), fresh.as_bytes());
+                h.extend_from_slice(&p[..36]);
+                h.extend_from_slice(&f[36..52]);
+                h.extend_from_slice(&p[52..]);
+                h.extend_from_slice(b"\r\n");
+                h.extend_from_slice(admitted.forward_headers.as_bytes());
+                h.extend_from_slice(b"\r\n");
+                heads.push(h);
+            }
+            Some(heads)
+        }
+    };
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         _ if target.is_empty() => (path, req.query),
         Some(q) => (&target[..q], &target[q..]),
@@ -681,6 +723,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         body_bound: route.pipeline.body_bound(req.framing),
         balance_key: balance_key(gen, route.service, &req, ctx),
         json,
+        parts,
     };
     Planned::Head(head, Outcome::Forward(plan))
 }
@@ -900,6 +943,145 @@ async fn client_write<S: ClientStream>(client: &mut Client<S>, data: &mut Vec<u8
     timed_write(&mut client.stream, data, 0, n, dur).await?;
     client.sent += n as u64;
     Ok(())
+}
+
+/// A part's request has no body.
+struct NoBody;
+
+impl BodySource for NoBody {
+    fn is_done(&self) -> bool {
+        true
+    }
+
+    async fn send(&mut self, _: &mut UpStream) -> Result<(), ProxyError> {
+        Ok(())
+    }
+}
+
+/// A part's response head: status and framing.
+struct PartHead {
+    status: u16,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+fn plan_part(ubuf: &mut ReadBuf, max_head: usize) -> Result<Option<Head<PartHead>>, ProxyError> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let res = match parse::parse_response(ubuf.pending(), &mut headers, false, max_head) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(bad) => return Err(ProxyError::BadResponse(bad.0)),
+    };
+    let (n, head) = (res.head_len, PartHead { status: res.code, framing: res.framing, keep_alive: res.keep_alive });
+    ubuf.consume(n);
+    Ok(Some(if head.status < 200 { Head::Informational } else { Head::Final(head) }))
+}
+
+/// One part: its service's pool, breaker and retries, within `deadline`. Its JSON, or why not
+/// (status, code).
+async fn run_part(shard: &Shard, gen: &Generation, service: usize, head: &[u8], max: u64, deadline: Instant) -> Result<serde_json::Value, (u16, &'static str)> {
+    let ups = &gen.upstreams;
+    let shared = ups.shared(service);
+    let Some(_in_flight) = shared.enter() else { return Err((503, ProxyError::Overloaded.code())) };
+    if shared.breaker.as_ref().is_some_and(|b| b.admit() == upstream::Admit::No) {
+        return Err((503, ProxyError::CircuitOpen.code()));
+    }
+    let mut first = head.to_vec();
+    let req = upstream::Request { service, first: &mut first, replayable: true, idempotent: true, write_timeout: gen.cfg.timeouts.body, deadline: Some(deadline), key: None };
+    let max_head = gen.head_limits.max_head;
+    let called = monoio::time::timeout_at(deadline.into(), upstream::call(ups, &shard.bufs, req, &mut NoBody, |b: &mut ReadBuf, _: &mut Vec<u8>| plan_part(b, max_head))).await;
+    let (mut ex, h) = match called {
+        Err(_) => return Err((504, ProxyError::UpstreamTimeout.code())),
+        Ok(Err(e)) => return Err((e.err.status(), e.err.code())),
+        Ok(Ok(x)) => x,
+    };
+    let Head::Final(h) = h else {
+        shard.bufs.put(std::mem::take(&mut ex.buf.data));
+        return Err((502, "upstream_bad_response"));
+    };
+    ups.report(service, ex.conn.endpoint, upstream::Outcome::Responded(h.status));
+    let left = deadline.saturating_duration_since(Instant::now());
+    let read = read_whole(&mut ex.conn.stream, &mut ex.buf, h.framing, max, gen.cfg.limits.max_trailer, left).await;
+    let leftover = ex.buf.pending_len();
+    shard.bufs.put(std::mem::take(&mut ex.buf.data));
+    let body = read.map_err(|_| (502, "part_body_unreadable"))?;
+    if h.keep_alive && leftover == 0 {
+        ups.checkin(ex.conn);
+    }
+    if !(200..300).contains(&h.status) {
+        return Err((h.status, "part_status"));
+    }
+    serde_json::from_slice(&body).map_err(|_| (502, "part_not_json"))
+}
+
+/// Runs every part at once on the shard (the answer takes as long as the slowest part, not the
+/// sum) and answers with their JSON: `{"key": value, ...}` (or merged at the top level). A
+/// failed optional part is `null`, listed in `errors` and in `X-Ringgate-Partial`; a failed
+/// required part makes the answer a 502 listing the errors.
+#[allow(clippy::too_many_arguments)]
+async fn aggregate<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &mut Client<S>, out: &mut Vec<u8>, plan: &Plan, heads: &[Vec<u8>], keep_alive: bool) -> Result<Next, Failure> {
+    let Some(agg) = gen.cfg.routes[plan.route].aggregate.as_ref() else { return Err(Failure::new(ProxyError::Internal, Some(plan))) };
+    let started = Instant::now();
+    let calls = agg.parts.iter().zip(heads).map(|(part, head)| run_part(shard, gen, part.service, head, agg.max_part, started + part.timeout));
+    let results = futures_util::future::join_all(calls).await;
+    ctx.upstream_started = Some(started);
+    ctx.upstream_done = Some(Instant::now());
+    let mut body = serde_json::Map::new();
+    let mut errors = Vec::new();
+    let mut failed_required = false;
+    let mut partial: Vec<&str> = Vec::new();
+    let metrics = &gen.routes[plan.route].metrics;
+    for (part, r) in agg.parts.iter().zip(results) {
+        match r {
+            Ok(v) => {
+                metrics.transform("part", "ok");
+                match (agg.merge, v) {
+                    (true, serde_json::Value::Object(fields)) => body.extend(fields),
+                    (_, v) => {
+                        body.insert(part.key.clone(), v);
+                    }
+                }
+            }
+            Err((status, code)) => {
+                metrics.transform("part", "failed");
+                failed_required |= part.required;
+                if !part.required {
+                    partial.push(&part.key);
+                }
+                if !agg.merge {
+                    body.insert(part.key.clone(), serde_json::Value::Null);
+                }
+                errors.push(serde_json::json!({ "part": part.key, "status": status, "code": code }));
+            }
+        }
+    }
+    let status = if failed_required { 502 } else { 200 };
+    let bytes = if failed_required {
+        // The gateway's error shape, with the parts' errors added.
+        let errors = serde_json::to_string(&errors).unwrap_or_default();
+        let rid = String::from_utf8_lossy(plan.request_id.as_bytes());
+        format!("{{\"error\":{{\"status\":502,\"code\":\"aggregate_part_failed\",\"message\":\"a required part of this response failed\",\"request_id\":\"{rid}\",\"errors\":{errors}}}}}\n").into_bytes()
+    } else {
+        if !errors.is_empty() {
+            body.insert("errors".to_string(), serde_json::Value::Array(errors));
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    };
+    let mut extra = plan.response_headers;
+    if !partial.is_empty() && !failed_required {
+        extra.line(b"X-Ringgate-Partial", partial.join(", ").as_bytes());
+    }
+    let keep = keep_alive && !shard.drain.is_draining();
+    out.clear();
+    write::body_response(
+        out,
+        &write::BodyResponse { status, content_type: b"application/json", body: &bytes, extra: extra.as_bytes(), request_id: plan.request_id.as_bytes(), keep_alive: keep, head_only: plan.head_request },
+    );
+    ctx.status = status;
+    if client_write(client, out, gen.cfg.timeouts.body).await.is_err() {
+        return Err(Failure::silent());
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
 /// Reads a whole response body (a length, or chunked: dechunked) of at most `max` bytes.

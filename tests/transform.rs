@@ -203,3 +203,81 @@ fn json_bodies_are_transformed_both_ways() {
         assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
 }
+
+/// An upstream answering every request with `body` after `delay`.
+fn slow(body: &'static str, delay_ms: u64) -> Upstream {
+    Upstream::start(move |c| {
+        while c.read_request().is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            if !c.write(resp.as_bytes()) {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn aggregation_runs_parts_at_once_and_reports_failures() {
+    let users = slow(r#"{"name":"alice"}"#, 100);
+    let orders = slow(r#"[{"id":1}]"#, 100);
+    let notes = slow(r#"{"unread":2}"#, 100);
+    let sluggish = slow(r#"{"late":true}"#, 400);
+    let text = Upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nno");
+    let dead = common::dead_port();
+    let svc = |n: &str, a: std::net::SocketAddr| format!("[[services]]\nname = \"{n}\"\nupstreams = [\"{a}\"]\n\n");
+    let part = |k: &str, s: &str, path: &str, extra: &str| format!("[[routes.aggregate.parts]]\nkey = \"{k}\"\nservice = \"{s}\"\npath = \"{path}\"\n{extra}\n");
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\n{}{}{}{}{}{}\
+         [[routes]]\nname = \"dashboard\"\npaths = [\"=/api/dashboard\"]\n[routes.aggregate]\ntimeout = \"2s\"\n{}{}{}\n\
+         [[routes]]\nname = \"partial\"\npaths = [\"=/partial\"]\n[routes.aggregate]\ntimeout = \"2s\"\n{}{}{}{}\n\
+         [[routes]]\nname = \"broken\"\npaths = [\"=/broken\"]\n[routes.aggregate]\n{}{}\n",
+        svc("users", users.addr),
+        svc("orders", orders.addr),
+        svc("notes", notes.addr),
+        svc("sluggish", sluggish.addr),
+        svc("text", text.addr),
+        svc("dead", dead.addr),
+        part("user", "users", "/api/users/{query.id}", ""),
+        part("orders", "orders", "/api/orders?user={query.id}", ""),
+        part("notifications", "notes", "/api/notes", ""),
+        part("user", "users", "/api/users/1", ""),
+        part("late", "sluggish", "/slow", "timeout = \"100ms\"\nrequired = false"),
+        part("gone", "dead", "/x", "required = false"),
+        part("text", "text", "/t", "required = false"),
+        part("user", "users", "/api/users/1", ""),
+        part("gone", "dead", "/x", ""),
+    );
+    let gw = Gw::start(&toml);
+    let started = std::time::Instant::now();
+    let r = common::get(gw.addr, "/api/dashboard?id=../admin%3Fx");
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.head);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v, serde_json::json!({"user": {"name": "alice"}, "orders": [{"id": 1}], "notifications": {"unread": 2}}));
+    assert!(took < std::time::Duration::from_millis(200), "three 100 ms parts took {took:?}: not in parallel");
+    // The parts got the request id, one trace with a span each, and escaped templates.
+    let (u, o, n) = (&users.requests()[0], &orders.requests()[0], &notes.requests()[0]);
+    assert_eq!(u.request_line(), "GET /api/users/..%2Fadmin%253Fx HTTP/1.1");
+    assert_eq!(o.request_line(), "GET /api/orders?user=..%2Fadmin%253Fx HTTP/1.1");
+    let rid = r.header("x-request-id").unwrap();
+    let traces: Vec<String> = [u, o, n].iter().map(|x| x.headers("traceparent")[0].clone()).collect();
+    assert!([u, o, n].iter().all(|x| x.headers("x-request-id") == [rid.clone()]));
+    assert!(traces.iter().all(|t| t[3..35] == traces[0][3..35]), "one trace: {traces:?}");
+    assert!(traces[0][36..52] != traces[1][36..52] && traces[1][36..52] != traces[2][36..52], "a span per part: {traces:?}");
+
+    // Optional failures: a timeout, a refused connection, a non-JSON body: null, listed, marked.
+    let r = common::get(gw.addr, "/partial");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["user"], serde_json::json!({"name": "alice"}));
+    assert!(v["late"].is_null() && v["gone"].is_null() && v["text"].is_null(), "{v}");
+    let codes: Vec<(&str, u64, &str)> = v["errors"].as_array().unwrap().iter().map(|e| (e["part"].as_str().unwrap(), e["status"].as_u64().unwrap(), e["code"].as_str().unwrap())).collect();
+    assert_eq!(codes, [("late", 504, "upstream_timeout"), ("gone", 502, "upstream_connect_failed"), ("text", 502, "part_not_json")]);
+    assert_eq!(r.header("x-ringgate-partial").as_deref(), Some("late, gone, text"));
+
+    // A required part failing: 502, errors listed.
+    let r = common::get(gw.addr, "/broken");
+    assert_eq!((r.status, r.error_code().as_str()), (502, "aggregate_part_failed"));
+    assert!(r.body_str().contains("\"part\":\"gone\""), "{}", r.body_str());
+}

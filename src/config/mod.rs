@@ -299,6 +299,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Header, path and query edits of requests and responses.
     pub transform: transform::Transform,
+    /// The route answers with several services' responses in one JSON object.
+    pub aggregate: Option<transform::Aggregate>,
 }
 
 /// One problem in a config file.
@@ -960,6 +962,14 @@ fn route(
     let p = format!("routes[{i}]");
     let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
     let service = match &rr.service {
+        // An aggregating route sends to its parts' services; it counts under the first one's.
+        None if rr.aggregate.is_some() => rr
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.parts.as_ref())
+            .and_then(|parts| parts.first())
+            .and_then(|part| part.service.as_ref())
+            .and_then(|name| services.iter().position(|x| &x.name == name)),
         None => {
             c.err(format!("{p}.service"), "missing", "name the service this route sends to, e.g. service = \"users\"");
             None
@@ -1051,6 +1061,7 @@ fn route(
         policy,
         timeout: rr.timeout.as_ref().map(|_| c.duration(&format!("{p}.timeout"), &rr.timeout, Duration::ZERO)),
         transform: rr.transform.as_ref().map(|t| transform::transform(c, &p, t)).unwrap_or_default(),
+        aggregate: rr.aggregate.as_ref().and_then(|a| transform::aggregate(c, &p, a, services)),
     }
 }
 

@@ -317,4 +317,5 @@ pub struct RawRoute {
     pub validate: Option<RawValidate>,
     pub timeout: Option<String>,
     pub transform: Option<super::transform::RawTransform>,
+    pub aggregate: Option<super::transform::RawAggregate>,
 }

@@ -383,3 +383,83 @@ pub(crate) fn transform(c: &mut Checker, p: &str, raw: &RawTransform) -> Transfo
     });
     Transform { request, response }
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAggregate {
+    pub timeout: Option<String>,
+    pub merge: Option<bool>,
+    pub max_part: Option<String>,
+    pub parts: Option<Vec<RawPart>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPart {
+    pub key: Option<String>,
+    pub service: Option<String>,
+    pub path: Option<String>,
+    pub timeout: Option<String>,
+    pub required: Option<bool>,
+}
+
+/// One part of an aggregated response: a GET to a service.
+#[derive(Debug, Clone)]
+pub struct AggPart {
+    pub key: String,
+    pub service: usize,
+    /// The path and query, from templates (values percent-encoded).
+    pub path: Template,
+    pub timeout: std::time::Duration,
+    pub required: bool,
+}
+
+/// `[routes.aggregate]`: the route answers with the JSON of several services' responses.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub timeout: std::time::Duration,
+    /// Merge the parts' objects at the top level instead of one key per part.
+    pub merge: bool,
+    /// A part's body is read up to this bound.
+    pub max_part: u64,
+    pub parts: Vec<AggPart>,
+}
+
+pub(crate) fn aggregate(c: &mut Checker, p: &str, raw: &RawAggregate, services: &[super::Service]) -> Option<Aggregate> {
+    let p = format!("{p}.aggregate");
+    let timeout = c.duration(&format!("{p}.timeout"), &raw.timeout, std::time::Duration::from_secs(5));
+    let max_part = c.size(&format!("{p}.max_part"), &raw.max_part, DEFAULT_MAX_JSON, 1, 64 << 20);
+    let mut parts = Vec::new();
+    let list = raw.parts.as_deref().unwrap_or_default();
+    if list.is_empty() {
+        c.err(format!("{p}.parts"), "no part", "add [[routes.aggregate.parts]] tables with key, service and path");
+    }
+    for (i, rp) in list.iter().enumerate() {
+        let pp = format!("{p}.parts[{i}]");
+        let Some(key) = rp.key.clone().filter(|k| !k.is_empty()) else {
+            c.err(format!("{pp}.key"), "missing", "add key = \"user\" (its name in the response)");
+            continue;
+        };
+        if parts.iter().any(|x: &AggPart| x.key == key) {
+            c.err(format!("{pp}.key"), format!("`{key}` is used by an earlier part"), "give each part its own key");
+        }
+        let service = match rp.service.as_deref() {
+            Some(name) => match services.iter().position(|s| s.name == name) {
+                Some(i) => i,
+                None => {
+                    c.err(format!("{pp}.service"), format!("no service named `{name}`"), "name one of the [[services]]");
+                    continue;
+                }
+            },
+            None => {
+                c.err(format!("{pp}.service"), "missing", "add service = \"users\"");
+                continue;
+            }
+        };
+        let Some(path) = rp.path.as_deref().filter(|x| x.starts_with('/')) else {
+            c.err(format!("{pp}.path"), "missing, or not starting with /", "add path = \"/api/users/{claim.sub}\"");
+            continue;
+        };
+        let part_timeout = c.duration(&format!("{pp}.timeout"), &rp.timeout, timeout);
+        parts.push(AggPart { key, service, path: template(c, &format!("{pp}.path"), path, true), timeout: part_timeout.min(timeout), required: rp.required.unwrap_or(true) });
+    }
+    Some(Aggregate { timeout, merge: raw.merge.unwrap_or(false), max_part, parts })
+}

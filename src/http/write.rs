@@ -168,7 +168,7 @@ fn valid_request_id(v: &[u8]) -> bool {
 }
 
 /// W3C trace-context `traceparent`, version 00 layout, ids not all zero.
-fn valid_traceparent(v: &[u8]) -> bool {
+pub(crate) fn valid_traceparent(v: &[u8]) -> bool {
     if v.len() != 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return false;
     }

@@ -15,7 +15,7 @@ pub enum Escape {
     Text,
     /// A header value: control characters refused.
     Header,
-    /// A path segment or a query component: percent-encoded.
+    /// A path segment or a query component: percent-encoded (literals stay as written).
     Url,
 }
 

@@ -30,6 +30,7 @@ fn route(name: &str, paths: &[&str], hosts: &[&str], methods: &[&str]) -> Route 
         policy: Default::default(),
         timeout: None,
         transform: Default::default(),
+        aggregate: None,
     }
 }
 
