@@ -9,7 +9,7 @@ pub(crate) mod ip;
 pub mod jwt;
 pub mod ratelimit;
 pub(crate) mod stage;
-pub(crate) mod transform;
+pub mod transform;
 
 /// Response or forwarded header lines built while planning a request, kept inline so a request
 /// needs no allocation for them. A line that does not fit is not added and marks the buffer
