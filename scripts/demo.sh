@@ -79,7 +79,8 @@ show() { # description, curl args...
 }
 
 show "users, round robin over two instances, rate-limited to 5 per 10 s per client (1/2)" http://127.0.0.1:8080/api/users/7
-show "users, round robin over two instances (2/2)" http://127.0.0.1:8080/api/users/8
+show "users, round robin over two instances (2/2); the route's response transform renames \"service\" to \"servedBy\", drops \"pad\" and adds X-Served-By" http://127.0.0.1:8080/api/users/8
+show "a dashboard: the users and orders services asked at once, answered as one JSON object" "http://127.0.0.1:8080/api/dashboard?user=7"
 if ((tls)); then
   echo
   echo "== the same over HTTPS (TLS 1.3, a self-signed certificate for localhost made for the demo)"

@@ -183,7 +183,7 @@ pub enum Part {
 
 pub type Template = Vec<Part>;
 
-/// Header edits: names lower-case.
+/// Header edits: names as configured (matched without regard to case).
 #[derive(Debug, Clone, Default)]
 pub struct HeaderEdits {
     pub set: Vec<(String, Template)>,
@@ -246,12 +246,11 @@ fn header_name(c: &mut Checker, path: &str, name: &str) -> Option<String> {
         c.err(path, format!("`{name}` is not a header name"), "use a field name such as \"X-Api-Version\"");
         return None;
     }
-    let lower = name.to_ascii_lowercase();
-    if RESERVED.contains(&lower.as_str()) {
+    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
         c.err(path, format!("`{name}` is managed by the gateway"), "transform other fields; framing and connection fields are set by the gateway");
         return None;
     }
-    Some(lower)
+    Some(name.to_string())
 }
 
 /// Parses `text {var} text`; `{{` and `}}` are literal braces.

@@ -472,6 +472,7 @@ pub fn informational_head(out: &mut Vec<u8>, buf: &[u8], res: &ResponseHead) {
 
 pub fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
