@@ -6,6 +6,9 @@
 # exchanges and a JSON merge per request, so expect it well below nginx's
 # rate; the number to watch is the CPU per request, i.e. per three exchanges.
 
+# shellcheck source-path=SCRIPTDIR source=plain.sh
+source "$HERE/scenarios/plain.sh" # scenario_nginx_locations: nginx proxies plainly
+
 SCENARIO_PATH="/api/dashboard"
 SCENARIO_HEADERS=()
 SCENARIO_NOTES=(
@@ -33,12 +36,4 @@ key = "notifications"
 service = "bench"
 path = "/api/notifications"
 TOML
-}
-
-scenario_nginx_locations() {
-    cat <<'NGINX'
-        location / {
-            proxy_pass http://backend;
-        }
-NGINX
 }

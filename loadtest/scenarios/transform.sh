@@ -8,6 +8,9 @@
 # not. Run with --body-size 1024 for a ~1 KiB response, and compare with a
 # plain run of the same binary for the cost of the transforms.
 
+# shellcheck source-path=SCRIPTDIR source=plain.sh
+source "$HERE/scenarios/plain.sh" # scenario_nginx_locations: nginx proxies plainly
+
 SCENARIO_PATH="/api/orders"
 SCENARIO_HEADERS=()
 SCENARIO_WRK_LUA="$HERE/wrk_post_json.lua"
@@ -28,12 +31,4 @@ json = { rename = { "user_id" = "userId", "items[*].sku_id" = "items[*].skuId" }
 set_headers = { "X-Served-By" = "ringgate" }
 json = { rename = { "service" = "servedBy" } }
 TOML
-}
-
-scenario_nginx_locations() {
-    cat <<'NGINX'
-        location / {
-            proxy_pass http://backend;
-        }
-NGINX
 }
