@@ -1022,7 +1022,12 @@ async fn run_part(shard: &Shard, gen: &Generation, service: usize, head: &[u8], 
 async fn aggregate<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx, client: &mut Client<S>, out: &mut Vec<u8>, plan: &Plan, heads: &[Vec<u8>], keep_alive: bool) -> Result<Next, Failure> {
     let Some(agg) = gen.cfg.routes[plan.route].aggregate.as_ref() else { return Err(Failure::new(ProxyError::Internal, Some(plan))) };
     let started = Instant::now();
-    let calls = agg.parts.iter().zip(heads).map(|(part, head)| run_part(shard, gen, part.service, head, agg.max_part, started + part.timeout));
+    let metrics = &gen.routes[plan.route].metrics;
+    let calls = agg.parts.iter().zip(heads).map(|(part, head)| async move {
+        let r = run_part(shard, gen, part.service, head, agg.max_part, started + part.timeout).await;
+        metrics.record_part(started.elapsed().as_micros() as u64);
+        r
+    });
     let results = futures_util::future::join_all(calls).await;
     ctx.upstream_started = Some(started);
     ctx.upstream_done = Some(Instant::now());
@@ -1030,7 +1035,6 @@ async fn aggregate<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut C
     let mut errors = Vec::new();
     let mut failed_required = false;
     let mut partial: Vec<&str> = Vec::new();
-    let metrics = &gen.routes[plan.route].metrics;
     for (part, r) in agg.parts.iter().zip(results) {
         match r {
             Ok(v) => {

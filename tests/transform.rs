@@ -228,7 +228,7 @@ fn aggregation_runs_parts_at_once_and_reports_failures() {
     let svc = |n: &str, a: std::net::SocketAddr| format!("[[services]]\nname = \"{n}\"\nupstreams = [\"{a}\"]\n\n");
     let part = |k: &str, s: &str, path: &str, extra: &str| format!("[[routes.aggregate.parts]]\nkey = \"{k}\"\nservice = \"{s}\"\npath = \"{path}\"\n{extra}\n");
     let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\n{}{}{}{}{}{}\
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}{}{}{}{}{}\
          [[routes]]\nname = \"dashboard\"\npaths = [\"=/api/dashboard\"]\n[routes.aggregate]\ntimeout = \"2s\"\n{}{}{}\n\
          [[routes]]\nname = \"partial\"\npaths = [\"=/partial\"]\n[routes.aggregate]\ntimeout = \"2s\"\n{}{}{}{}\n\
          [[routes]]\nname = \"broken\"\npaths = [\"=/broken\"]\n[routes.aggregate]\n{}{}\n",
@@ -280,4 +280,8 @@ fn aggregation_runs_parts_at_once_and_reports_failures() {
     let r = common::get(gw.addr, "/broken");
     assert_eq!((r.status, r.error_code().as_str()), (502, "aggregate_part_failed"));
     assert!(r.body_str().contains("\"part\":\"gone\""), "{}", r.body_str());
+    // Each part's time is measured.
+    let metrics = common::get(gw.gateway().admin_addr.unwrap(), "/metrics").body_str();
+    assert!(metrics.contains("ringgate_aggregate_part_seconds_count{route=\"dashboard\"} 3"), "{metrics}");
+    assert!(metrics.contains("ringgate_aggregate_part_seconds_count{route=\"partial\"} 4"), "{metrics}");
 }

@@ -148,6 +148,7 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut redis_errors: BTreeMap<&str, u64> = BTreeMap::new();
     let mut handshakes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut transforms: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    let mut parts: BTreeMap<&str, (Option<Histogram<u64>>, u64)> = BTreeMap::new();
     let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
@@ -155,6 +156,11 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         for r in &s.routes {
             for &(side, result, n) in &r.transforms {
                 *transforms.entry((&r.name, side, result)).or_default() += n;
+            }
+            if let Some(h) = &r.parts_us {
+                let e = parts.entry(&r.name).or_default();
+                merge(&mut e.0, h);
+                e.1 += r.parts_sum_us;
             }
             let a = routes.entry(&r.name).or_default();
             for &(m, code, n) in &r.requests {
@@ -383,6 +389,10 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         for ((route, side, result), n) in &transforms {
             o.sample("ringgate_transforms_total", &format!("route=\"{}\",side=\"{side}\",result=\"{result}\"", label(route)), n);
         }
+    }
+    if !parts.is_empty() {
+        let items: Vec<(&str, Option<&Histogram<u64>>, u64)> = parts.iter().map(|(n, (h, sum))| (*n, h.as_ref(), *sum)).collect();
+        o.durations("ringgate_aggregate_part", "route", "the start of an aggregated request's fan-out to each part's answer", &items);
     }
     o.family("ringgate_auth_failures_total", "counter", "Credentials refused, by provider and reason.");
     for ((name, reason), n) in &auth_fail {

@@ -29,6 +29,9 @@ pub struct RouteMetrics {
     requests: RefCell<Vec<(&'static str, u16, u64)>>,
     /// Body transforms: (side, result, count); result is applied, failed or skipped.
     transforms: RefCell<Vec<(&'static str, &'static str, u64)>>,
+    /// Aggregation parts: time from the start of the fan-out to each part's answer.
+    parts_us: RefCell<Option<Histogram<u64>>>,
+    parts_sum_us: Cell<u64>,
     duration_us: RefCell<Histogram<u64>>,
     duration_sum_us: Cell<u64>,
     bytes_in: Cell<u64>,
@@ -40,11 +43,18 @@ impl RouteMetrics {
         RouteMetrics {
             requests: RefCell::new(Vec::new()),
             transforms: RefCell::new(Vec::new()),
+            parts_us: RefCell::new(None),
+            parts_sum_us: Cell::new(0),
             duration_us: RefCell::new(new_histogram()),
             duration_sum_us: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
         }
+    }
+
+    pub fn record_part(&self, us: u64) {
+        self.parts_us.borrow_mut().get_or_insert_with(new_histogram).saturating_record(us.max(1));
+        self.parts_sum_us.set(self.parts_sum_us.get().wrapping_add(us));
     }
 
     pub fn transform(&self, side: &'static str, result: &'static str) {
@@ -276,6 +286,8 @@ impl ShardMetrics {
                     name: n.clone(),
                     requests: m.requests.borrow().clone(),
                     transforms: m.transforms.borrow().clone(),
+                    parts_us: m.parts_us.borrow().clone(),
+                    parts_sum_us: m.parts_sum_us.get(),
                     duration_us: m.duration_us.borrow().clone(),
                     duration_sum_us: m.duration_sum_us.get(),
                     bytes_in: m.bytes_in.get(),
@@ -354,6 +366,8 @@ pub struct RouteSnap {
     pub name: String,
     pub requests: Vec<(&'static str, u16, u64)>,
     pub transforms: Vec<(&'static str, &'static str, u64)>,
+    pub parts_us: Option<Histogram<u64>>,
+    pub parts_sum_us: u64,
     pub duration_us: Histogram<u64>,
     pub duration_sum_us: u64,
     pub bytes_in: u64,
