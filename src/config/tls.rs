@@ -111,6 +111,34 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The certificates of a PEM file, reported at `key` when it cannot be read or holds none
+/// (`what` says what it should hold).
+fn read_certs(c: &mut Checker, key: &str, path: &Path, what: &str) -> Option<Vec<CertificateDer<'static>>> {
+    match CertificateDer::pem_file_iter(path).map(|i| i.collect::<Result<Vec<_>, _>>()) {
+        Ok(Ok(v)) if !v.is_empty() => Some(v),
+        Ok(Ok(_)) => {
+            c.err(key, format!("{} holds no certificate", path.display()), format!("give a PEM file with {what}"));
+            None
+        }
+        Ok(Err(e)) | Err(e) => {
+            c.err(key, format!("cannot read {}: {e}", path.display()), format!("give a readable PEM file with {what}"));
+            None
+        }
+    }
+}
+
+/// A root store of the CA certificates in `path`, reported at `key`.
+fn read_roots(c: &mut Checker, key: &str, path: &Path, what: &str) -> Option<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(c, key, path, what)? {
+        if let Err(e) = roots.add(cert) {
+            c.err(key, format!("unusable CA certificate in {}: {e}", path.display()), "give CA certificates");
+            return None;
+        }
+    }
+    Some(roots)
+}
+
 pub(crate) fn settings(c: &mut Checker, raw: Option<&RawTls>, base: &Path, warnings: &mut Vec<String>, public: &[SocketAddr]) -> Option<Tls> {
     let raw = raw?;
     let mut listen = Vec::new();
@@ -194,23 +222,7 @@ fn cert(c: &mut Checker, i: usize, rc: &RawCert, base: &Path, warnings: &mut Vec
         return None;
     };
     let (cert_path, key_path) = (base.join(cert_file), base.join(key_file));
-    let chain: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&cert_path) {
-        Ok(iter) => match iter.collect::<Result<Vec<_>, _>>() {
-            Ok(v) if !v.is_empty() => v,
-            Ok(_) => {
-                c.err(format!("{p}.cert_file"), format!("{} holds no certificate", cert_path.display()), "give a PEM file with the chain, leaf first");
-                return None;
-            }
-            Err(e) => {
-                c.err(format!("{p}.cert_file"), format!("cannot read {}: {e}", cert_path.display()), "give a readable PEM file with the chain, leaf first");
-                return None;
-            }
-        },
-        Err(e) => {
-            c.err(format!("{p}.cert_file"), format!("cannot read {}: {e}", cert_path.display()), "give a readable PEM file with the chain, leaf first");
-            return None;
-        }
-    };
+    let chain = read_certs(c, &format!("{p}.cert_file"), &cert_path, "the chain, leaf first")?;
     let key = match PrivateKeyDer::from_pem_file(&key_path) {
         Ok(k) => k,
         Err(e) => {
@@ -284,24 +296,7 @@ fn client_auth(c: &mut Checker, raw: &RawClientAuth, base: &Path) -> Option<Clie
         return None;
     };
     let path = base.join(ca);
-    let certs: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&path).map(|i| i.collect::<Result<Vec<_>, _>>()) {
-        Ok(Ok(v)) if !v.is_empty() => v,
-        Ok(Ok(_)) => {
-            c.err("tls.client_auth.ca_file", format!("{} holds no certificate", path.display()), "give the PEM certificate of the client CA");
-            return None;
-        }
-        Ok(Err(e)) | Err(e) => {
-            c.err("tls.client_auth.ca_file", format!("cannot read {}: {e}", path.display()), "give a readable PEM file");
-            return None;
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs {
-        if let Err(e) = roots.add(cert) {
-            c.err("tls.client_auth.ca_file", format!("unusable CA certificate in {}: {e}", path.display()), "give CA certificates");
-            return None;
-        }
-    }
+    let roots = read_roots(c, "tls.client_auth.ca_file", &path, "the certificate of the client CA")?;
     Some(ClientAuth { roots: Arc::new(roots), required, ca_file: path })
 }
 
@@ -412,22 +407,11 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 pub(crate) fn upstream(c: &mut Checker, p: &str, raw: &RawUpstreamTls, base: &Path) -> Option<UpstreamTls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verify = raw.verify.unwrap_or(true);
-    let mut roots = rustls::RootCertStore::empty();
     let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
-    match &ca_file {
-        Some(path) => match CertificateDer::pem_file_iter(path).map(|i| i.collect::<Result<Vec<_>, _>>()) {
-            Ok(Ok(certs)) if !certs.is_empty() => {
-                for cert in certs {
-                    if let Err(e) = roots.add(cert) {
-                        c.err(format!("{p}.tls.ca_file"), format!("unusable CA certificate in {}: {e}", path.display()), "give CA certificates");
-                    }
-                }
-            }
-            Ok(Ok(_)) => c.err(format!("{p}.tls.ca_file"), format!("{} holds no certificate", path.display()), "give the PEM certificate of the upstreams' CA"),
-            Ok(Err(e)) | Err(e) => c.err(format!("{p}.tls.ca_file"), format!("cannot read {}: {e}", path.display()), "give a readable PEM file"),
-        },
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = match &ca_file {
+        Some(path) => read_roots(c, &format!("{p}.tls.ca_file"), path, "the certificate of the upstreams' CA").unwrap_or_else(rustls::RootCertStore::empty),
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+    };
     let builder = match rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions() {
         Ok(b) => b,
         Err(e) => {
@@ -443,18 +427,18 @@ pub(crate) fn upstream(c: &mut Checker, p: &str, raw: &RawUpstreamTls, base: &Pa
     let config = match (&raw.cert_file, &raw.key_file) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cf), Some(kf)) => {
-            let chain = CertificateDer::pem_file_iter(base.join(cf)).map(|i| i.collect::<Result<Vec<_>, _>>());
-            let key = PrivateKeyDer::from_pem_file(base.join(kf));
-            match (chain, key) {
-                (Ok(Ok(chain)), Ok(key)) if !chain.is_empty() => match builder.with_client_auth_cert(chain, key) {
-                    Ok(cfg) => cfg,
-                    Err(e) => {
-                        c.err(format!("{p}.tls.key_file"), format!("unusable client certificate or key: {e}"), "pair the certificate with its own key");
-                        return None;
-                    }
-                },
-                _ => {
-                    c.err(format!("{p}.tls.cert_file"), "cannot read the client certificate or key", "give readable PEM files: the chain, and its key");
+            let chain = read_certs(c, &format!("{p}.tls.cert_file"), &base.join(cf), "the client certificate's chain, leaf first")?;
+            let key = match PrivateKeyDer::from_pem_file(base.join(kf)) {
+                Ok(k) => k,
+                Err(e) => {
+                    c.err(format!("{p}.tls.key_file"), format!("cannot read a private key from {}: {e}", base.join(kf).display()), "give a PEM key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC)");
+                    return None;
+                }
+            };
+            match builder.with_client_auth_cert(chain, key) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    c.err(format!("{p}.tls.key_file"), format!("unusable client certificate or key: {e}"), "pair the certificate with its own key");
                     return None;
                 }
             }

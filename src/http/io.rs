@@ -135,17 +135,25 @@ pub enum Peek {
 }
 
 pub fn peek(stream: &TcpStream) -> Peek {
+    match peek_byte(stream) {
+        Ok(_) => Peek::Bytes,
+        Err(Some(libc::EAGAIN)) => Peek::Quiet,
+        Err(_) => Peek::Closed,
+    }
+}
+
+/// The first byte waiting on the socket, left in place; else the OS error (`None`: the peer
+/// closed).
+pub fn peek_byte(stream: &TcpStream) -> Result<u8, Option<i32>> {
     use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
     // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.
     let n = unsafe { libc::recv(stream.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    if n > 0 {
-        Peek::Bytes
-    } else if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-        Peek::Quiet
-    } else {
-        Peek::Closed
+    match n {
+        1.. => Ok(b[0]),
+        0 => Err(None),
+        _ => Err(io::Error::last_os_error().raw_os_error()),
     }
 }
 

@@ -454,6 +454,12 @@ fn valid_host(h: &[u8]) -> bool {
 }
 
 /// The host part of a Host value, port removed (`api.example.com:8080` → `api.example.com`).
+/// The media type of a Content-Type value (`application/json` of `application/json;
+/// charset=utf-8`), parameters and surrounding whitespace removed.
+pub fn media_type(content_type: &[u8]) -> &[u8] {
+    trim(content_type.split(|&b| b == b';').next().unwrap_or_default())
+}
+
 pub fn host_without_port(h: &[u8]) -> &[u8] {
     if h.first() == Some(&b'[') {
         return match h.iter().position(|&b| b == b']') {

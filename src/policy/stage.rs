@@ -556,8 +556,7 @@ fn content_type(types: &[String], req: &RequestHead, admitted: &Admitted) -> Flo
     if req.framing == Framing::None {
         return Flow::Continue;
     }
-    let ct = header(req, "content-type").unwrap_or_default();
-    let media = parse::trim(ct.split(|&b| b == b';').next().unwrap_or_default());
+    let media = parse::media_type(header(req, "content-type").unwrap_or_default());
     if types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(media)) {
         Flow::Continue
     } else {

@@ -366,6 +366,6 @@ pub fn json_body(body: &[u8], e: &JsonEdits, set_values: &[String]) -> Result<Ve
 /// Whether a Content-Type names JSON (`application/json`, or `+json`).
 pub fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(ct) = content_type else { return false };
-    let media = crate::http::parse::trim(ct.split(|&b| b == b';').next().unwrap_or_default());
+    let media = crate::http::parse::media_type(ct);
     media.eq_ignore_ascii_case(b"application/json") || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }

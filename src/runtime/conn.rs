@@ -11,7 +11,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use super::shard::Shard;
-use crate::http::io::{peek, ClientStream, Peek, ReadBuf};
+use crate::http::io::{peek, peek_byte, ClientStream, Peek, ReadBuf};
 use crate::http::write::{self, ip_text, ErrorResponse};
 use crate::proxy::{self, Client, Next};
 use crate::tls::{ClientIdentity, TlsConn};
@@ -31,7 +31,7 @@ pub async fn serve_tls(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
         r = tcp.readable(false) => r.is_ok(),
         _ = shard.drain.wait_idle(deadline) => false,
     };
-    let first = ready.then(|| first_byte(&tcp)).flatten();
+    let first = ready.then(|| peek_byte(&tcp).ok()).flatten();
     match first {
         Some(TLS_HANDSHAKE) => {}
         Some(b) if b.is_ascii_uppercase() => {
@@ -103,15 +103,6 @@ fn discard_pending(tcp: &TcpStream) {
             break;
         }
     }
-}
-
-/// The first byte waiting on the socket, left in place.
-fn first_byte(tcp: &TcpStream) -> Option<u8> {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(tcp);
-    let mut b = 0u8;
-    // SAFETY: a one-byte peek into a local; the descriptor is open for as long as `tcp` lives.
-    let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    (n == 1).then_some(b)
 }
 
 pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAddr) {
