@@ -37,6 +37,11 @@
 //! `min` to `requests`: every host then admits up to the whole limit before it hears of the
 //! others. Choose `exact` where that matters.
 //!
+//! # Memory bound
+//!
+//! A host tracks at most `max_keys` keys per limit; a new key beyond it is refused (fail closed,
+//! as the local limiter does) until a round drops keys not used for two windows.
+//!
 //! # When Redis cannot answer
 //!
 //! A failed round keeps its counts to push with the next one. When no round has succeeded for
@@ -139,7 +144,6 @@ pub struct SyncedLimit {
     started: u64,
     /// When the last round began: keys not checked since are left out of the next.
     last_round: AtomicU64,
-    pub capacity_refusals: AtomicU64,
 }
 
 /// What a synced check found.
@@ -162,7 +166,6 @@ impl SyncedLimit {
             failing_since: AtomicU64::new(NEVER),
             started: Limiter::now(),
             last_round: AtomicU64::new(0),
-            capacity_refusals: AtomicU64::new(0),
         }
     }
 
@@ -184,7 +187,6 @@ impl SyncedLimit {
             return Check::Degraded;
         }
         let Some(e) = self.entry(key) else {
-            self.capacity_refusals.fetch_add(1, Relaxed);
             let retry = self.interval.as_secs().max(1);
             return Check::Decided(Decision { allowed: false, limit: self.limit.requests, remaining: 0, reset_secs: retry, retry_after_secs: retry });
         };

@@ -91,21 +91,6 @@ pub struct Tls {
     pub client_auth: Option<ClientAuth>,
 }
 
-impl Tls {
-    /// Whether `other` serves the same certificates with the same settings (files compared by
-    /// their contents' digests through the parsed chains).
-    pub fn same(&self, other: &Tls) -> bool {
-        self.listen == other.listen
-            && self.min_version == other.min_version
-            && self.alpn == other.alpn
-            && self.unknown_sni == other.unknown_sni
-            && self.strict_sni_host == other.strict_sni_host
-            && self.session_cache == other.session_cache
-            && self.certs.len() == other.certs.len()
-            && self.certs.iter().zip(&other.certs).all(|(a, b)| a.hosts == b.hosts && a.key.cert == b.key.cert)
-            && self.client_auth.as_ref().map(|c| (c.required, c.roots.roots.len())) == other.client_auth.as_ref().map(|c| (c.required, c.roots.roots.len()))
-    }
-}
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)

@@ -196,12 +196,6 @@ impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty() && self.rename.is_empty()
     }
-
-    /// Client (or upstream) fields that do not pass as they are: removed, renamed or set.
-    pub fn touches(&self, name: &[u8]) -> bool {
-        let is = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
-        self.remove.iter().any(is) || self.set.iter().any(|(n, _)| is(n)) || self.rename.iter().any(|(f, _)| is(f))
-    }
 }
 
 #[derive(Debug, Clone)]
