@@ -174,6 +174,17 @@ fn json_bodies_are_transformed_both_ways() {
     let r = Client::connect(gw.addr).request(b"POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
     assert_eq!(r.status, 411);
     assert_eq!(echo.requests().len(), 1, "no failed request reached the upstream");
+    // On one kept-alive connection: a refused body, then a good request: one answer each.
+    let mut c = Client::connect(gw.addr);
+    let ask = |c: &mut Client, body: &str| {
+        c.request(format!("POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+    };
+    assert_eq!(ask(&mut c, r#"{"total":"twelve"}"#).status, 400);
+    assert_eq!(ask(&mut c, "{not json").status, 400);
+    assert_eq!(ask(&mut c, r#"{"user_id":1,"total":"2"}"#).status, 200);
+    assert_eq!(echo.requests().len(), 2, "only the good request reached the upstream");
+    let last: serde_json::Value = serde_json::from_slice(&echo.requests()[1].body).unwrap();
+    assert_eq!((last["userId"].clone(), last["total"].clone()), (serde_json::json!(1), serde_json::json!(2.0)));
 
     // Response: chunked in, length out; renamed and cut to the allow list.
     let r = common::get(gw.addr, "/chunked");
@@ -195,8 +206,8 @@ fn json_bodies_are_transformed_both_ways() {
     }
     let metrics = common::get(gw.gateway().admin_addr.unwrap(), "/metrics").body_str();
     for want in [
-        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"applied\"} 1",
-        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"failed\"} 2",
+        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"applied\"} 2",
+        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"failed\"} 4",
         "ringgate_transforms_total{route=\"gzip\",side=\"response\",result=\"skipped\"} 1",
         "ringgate_transforms_total{route=\"bad\",side=\"response\",result=\"failed\"} 1",
     ] {

@@ -425,19 +425,22 @@ fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAdd
     shard.conns.set(shard.conns.get() + 1);
     shard.global.conns.fetch_add(1, Ordering::Relaxed);
     let guard = ConnGuard(shard.clone(), peer.ip());
-    monoio::spawn(async move {
-        let shard = guard.0.clone();
-        // A panic while serving one connection closes that connection only.
-        let served = if tls {
-            AssertUnwindSafe(conn::serve_tls(shard, stream, peer)).catch_unwind().await
-        } else {
-            AssertUnwindSafe(conn::serve(shard, stream, peer)).catch_unwind().await
-        };
-        if served.is_err() {
-            tracing::error!("panic while serving a connection; it was closed");
-        }
-        drop(guard);
-    });
+    // Two tasks of their own sizes: one future holding either would give every plain
+    // connection the size of a TLS one (its rustls state), idle or not.
+    if tls {
+        monoio::spawn(guarded(guard, conn::serve_tls(shard.clone(), stream, peer)));
+    } else {
+        monoio::spawn(guarded(guard, conn::serve(shard.clone(), stream, peer)));
+    }
+}
+
+/// Serves one connection; a panic while serving it closes that connection only. The guard
+/// uncounts it when it ends either way.
+async fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = ()>) {
+    if AssertUnwindSafe(serve).catch_unwind().await.is_err() {
+        tracing::error!("panic while serving a connection; it was closed");
+    }
+    drop(guard);
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
