@@ -186,6 +186,7 @@ fn bench_write(c: &mut Criterion) {
         strip: &[],
         extra: b"",
         default_host: b"svc",
+        strip_conditionals: false,
     };
     let mut out = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("write");

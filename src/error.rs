@@ -56,6 +56,9 @@ pub enum ProxyError {
     ForwardHeadersTooLarge,
     #[error("the service's circuit breaker is open")]
     CircuitOpen,
+    /// `Cache-Control: only-if-cached` and nothing stored answers it (RFC 9111 §5.2.1.7).
+    #[error("only-if-cached and nothing stored answers the request")]
+    NotCached,
     #[error("the service has max_concurrent requests in flight")]
     Overloaded,
     #[error("no endpoint of the service is available")]
@@ -98,7 +101,8 @@ impl ProxyError {
             | ProxyError::ForwardHeadersTooLarge
             | ProxyError::MisdirectedRequest
             | ProxyError::TransformRefused
-            | ProxyError::TransformFailed => Side::Client,
+            | ProxyError::TransformFailed
+            | ProxyError::NotCached => Side::Client,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTimeout
@@ -124,7 +128,7 @@ impl ProxyError {
             ProxyError::HeaderTimeout => 408,
             ProxyError::ClientGone => 400,
             ProxyError::ConnectFailed | ProxyError::UpstreamClosed | ProxyError::BadResponse(_) | ProxyError::UpstreamTls => 502,
-            ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout => 504,
+            ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout | ProxyError::NotCached => 504,
             ProxyError::Forbidden | ProxyError::CorsRejected => 403,
             ProxyError::Unauthorized(_) => 401,
             ProxyError::RateLimited => 429,
@@ -170,6 +174,7 @@ impl ProxyError {
             ProxyError::LengthRequired => "length_required",
             ProxyError::ForwardHeadersTooLarge => "forwarded_headers_too_large",
             ProxyError::CircuitOpen => "circuit_open",
+            ProxyError::NotCached => "not_cached",
             ProxyError::Overloaded => "service_overloaded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::LimitStoreUnavailable => "limit_store_unavailable",
@@ -206,6 +211,7 @@ impl ProxyError {
             ProxyError::LengthRequired => "this route needs a Content-Length request body",
             ProxyError::ForwardHeadersTooLarge => "the identity claims of this request are too large to forward",
             ProxyError::CircuitOpen => "the service is failing; requests are refused until it recovers",
+            ProxyError::NotCached => "only-if-cached was asked and no stored response answers the request",
             ProxyError::Overloaded => "the service has too many requests in flight",
             ProxyError::NoHealthyUpstream => "no endpoint of the service is healthy",
             ProxyError::LimitStoreUnavailable => "the rate-limit store is unavailable; try again later",

@@ -5,6 +5,7 @@
 
 mod cluster;
 pub mod config;
+mod cache;
 mod ctx;
 mod error;
 pub mod http;

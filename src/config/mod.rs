@@ -1,6 +1,7 @@
 //! Configuration: TOML → raw structs (`raw`) → a validated `Config`. Validation collects every
 //! problem, each with its key path and a fix, so `ringgate check` can list them all at once.
 
+pub mod cache;
 pub mod cluster;
 mod locate;
 pub mod policy;
@@ -49,6 +50,8 @@ pub struct Config {
     pub tls: Option<tls::Tls>,
     /// Auth providers that admit requests by client certificate.
     pub mtls: Vec<tls::MtlsProvider>,
+    /// Response stores (`[[caches]]`), one copy per shard.
+    pub caches: Vec<cache::CacheDef>,
     /// Problems that do not stop the config from loading (a certificate expiring soon).
     pub warnings: Vec<String>,
 }
@@ -301,6 +304,8 @@ pub struct Route {
     pub transform: transform::Transform,
     /// The route answers with several services' responses in one JSON object.
     pub aggregate: Option<transform::Aggregate>,
+    /// The route's responses are stored in a cache (`cache = "name"`).
+    pub cache: Option<cache::CachePolicy>,
 }
 
 /// One problem in a config file.
@@ -663,11 +668,13 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
             .collect(),
         defined_limits: raw.rate_limits.iter().filter_map(|l| named(&l.name)).collect(),
     };
+    let caches = cache::caches(&mut c, &raw.caches);
+    let cache_names: Vec<&str> = raw.caches.iter().filter_map(|x| named(&x.name)).collect();
     let routes: Vec<Route> = raw
         .routes
         .iter()
         .enumerate()
-        .map(|(i, rr)| route(&mut c, i, rr, &services, max_body, &policy_names))
+        .map(|(i, rr)| route(&mut c, i, rr, &services, max_body, &policy_names, &caches, &cache_names))
         .collect();
     if raw.routes.is_empty() {
         c.err("routes", "no routes", "add at least one [[routes]] table naming a service");
@@ -719,6 +726,7 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         cluster,
         tls,
         mtls,
+        caches,
         warnings,
     })
 }
@@ -958,6 +966,8 @@ fn route(
     services: &[Service],
     default_body: u64,
     names: &PolicyNames,
+    caches: &[cache::CacheDef],
+    cache_names: &[&str],
 ) -> Route {
     let p = format!("routes[{i}]");
     let name = rr.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("route{i}"));
@@ -1062,7 +1072,24 @@ fn route(
         timeout: rr.timeout.as_ref().map(|_| c.duration(&format!("{p}.timeout"), &rr.timeout, Duration::ZERO)),
         transform: rr.transform.as_ref().map(|t| transform::transform(c, &p, t)).unwrap_or_default(),
         aggregate: rr.aggregate.as_ref().and_then(|a| transform::aggregate(c, &p, a, services)),
+        cache: route_cache(c, &p, rr, caches, cache_names),
     }
+}
+
+/// The route's cache, and the combinations the cache does not serve.
+fn route_cache(c: &mut Checker, p: &str, rr: &RawRoute, caches: &[cache::CacheDef], cache_names: &[&str]) -> Option<cache::CachePolicy> {
+    let policy = cache::route_cache(c, p, rr.cache.as_deref(), rr.cache_policy.as_ref(), caches, cache_names)?;
+    if rr.aggregate.is_some() {
+        c.err(format!("{p}.cache"), "an aggregating route is not cached", "cache the parts' own routes instead, or remove cache");
+    }
+    if rr.transform.as_ref().and_then(|t| t.response.as_ref()).is_some_and(|r| r.json.is_some()) {
+        c.err(
+            format!("{p}.cache"),
+            "a route with a JSON response transform is not cached",
+            "remove cache, or the [routes.transform.response] json edits",
+        );
+    }
+    Some(policy)
 }
 
 #[cfg(test)]

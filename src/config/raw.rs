@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     pub tls: Option<RawTls>,
     pub mtls: Vec<RawMtls>,
+    pub caches: Vec<super::cache::RawCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,7 +44,7 @@ pub struct RawLog {
 
 /// The top-level keys, each a `[table]` or a list of `[[tables]]`.
 const SECTIONS: &[&str] =
-    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log", "cluster", "tls", "mtls"];
+    &["server", "limits", "timeouts", "upstream", "services", "routes", "security", "jwt", "api_keys", "rate_limits", "admin", "log", "cluster", "tls", "mtls", "caches"];
 
 /// Reads a parsed TOML document. A value of the wrong type is reported at its key path and left
 /// out (as if unset), so validation still runs over everything else.
@@ -66,6 +67,7 @@ pub fn read(doc: Table, errors: &mut Vec<ConfigError>) -> RawConfig {
             "cluster" => raw.cluster = Some(table(&key, value, errors)),
             "tls" => raw.tls = Some(table(&key, value, errors)),
             "mtls" => raw.mtls = tables(&key, value, errors),
+            "caches" => raw.caches = tables(&key, value, errors),
             _ => {
                 let fix = suggest::did_you_mean(&key, SECTIONS.iter().copied());
                 errors.push(unknown_key(key, fix));
@@ -318,4 +320,6 @@ pub struct RawRoute {
     pub timeout: Option<String>,
     pub transform: Option<super::transform::RawTransform>,
     pub aggregate: Option<super::transform::RawAggregate>,
+    pub cache: Option<String>,
+    pub cache_policy: Option<super::cache::RawCachePolicy>,
 }

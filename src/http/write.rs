@@ -238,6 +238,15 @@ pub struct ForwardInfo<'a> {
     pub extra: &'a [u8],
     /// Host sent upstream when the client named none (HTTP/1.0 without Host).
     pub default_host: &'a [u8],
+    /// The cache fetches whole responses with validators of its own: the client's conditional
+    /// and range fields are not forwarded (it answers them from what it gets).
+    pub strip_conditionals: bool,
+}
+
+/// Request fields the cache answers itself.
+fn conditional_field(name: &[u8]) -> bool {
+    const NAMES: &[&[u8]] = &[b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Writes the request head sent upstream: HTTP/1.1, hop-by-hop fields removed, framing
@@ -262,6 +271,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, info: &For
             // The gateway answers `100 Continue` itself before streaming the body.
             || name.eq_ignore_ascii_case(b"expect")
             || info.strip.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(name))
+            || (info.strip_conditionals && conditional_field(name))
         {
             if name.eq_ignore_ascii_case(b"x-forwarded-for") {
                 xff_seen = true;

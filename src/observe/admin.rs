@@ -170,10 +170,30 @@ fn handle(mut s: TcpStream, r: &Reloader) {
             Ok(generation) => json_body(&mut s, 200, json!({"reloaded": true, "generation": generation})),
             Err(errors) => json_body(&mut s, 400, json!({"reloaded": false, "errors": errors})),
         },
-        (_, "/metrics" | "/healthz" | "/ready" | "/config" | "/reload") => {
+        ("DELETE", "/cache") => {
+            let query = req.path.split_once('?').map_or("", |(_, q)| q);
+            let param = |name: &str| query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| crate::cache::percent_decode(v)));
+            let (target, prefix) = match (param("url"), param("prefix")) {
+                (Some(u), None) => (crate::cache::split_url(&u), false),
+                (None, Some(p)) if p.first() == Some(&b'/') => {
+                    let host = param("host").map(|h| crate::http::parse::host_without_port(&h).to_ascii_lowercase()).unwrap_or_default();
+                    (Some((host, p)), true)
+                }
+                _ => (None, false),
+            };
+            let Some((host, path)) = target else {
+                let hint = "DELETE /cache?url=http://host/path?query (one URL, every variant) or /cache?prefix=/path[&host=name]";
+                return json_body(&mut s, 400, json!({"error": "name what to purge", "usage": hint}));
+            };
+            let g = r.global();
+            let seq = g.purges.push(host, path, prefix);
+            let (purged, all) = g.purges.wait(seq, Duration::from_secs(2));
+            json_body(&mut s, if all { 200 } else { 202 }, json!({"purged": purged, "shards": g.shards, "applied_by_every_shard": all}));
+        }
+        (_, "/metrics" | "/healthz" | "/ready" | "/config" | "/reload" | "/cache") => {
             json_body(&mut s, 405, json!({"error": "method not allowed"}))
         }
-        _ => json_body(&mut s, 404, json!({"error": "not found", "endpoints": ["/metrics", "/healthz", "/ready", "/config", "/reload"]})),
+        _ => json_body(&mut s, 404, json!({"error": "not found", "endpoints": ["/metrics", "/healthz", "/ready", "/config", "/reload", "/cache"]})),
     }
 }
 

@@ -151,6 +151,7 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut parts: BTreeMap<&str, (Option<Histogram<u64>>, u64)> = BTreeMap::new();
     let mut auth_fail: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut caches: BTreeMap<&str, crate::observe::metrics::CacheSnap> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
     for s in shards {
         for r in &s.routes {
@@ -223,6 +224,18 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
                 e.0 += a.cache_hits;
                 e.1 += a.cache_misses;
             }
+        }
+        for c in &s.caches {
+            let e = caches.entry(c.name.as_str()).or_insert_with(|| crate::observe::metrics::CacheSnap { name: c.name.clone(), counters: c.counters.map(|(k, _)| (k, 0)), ..Default::default() });
+            for (i, &(_, n)) in c.counters.iter().enumerate() {
+                e.counters[i].1 += n;
+            }
+            e.stored += c.stored;
+            e.evicted += c.evicted;
+            e.purged += c.purged;
+            e.invalidated += c.invalidated;
+            e.bytes += c.bytes;
+            e.entries += c.entries;
         }
         accepted += s.accepted;
         open += s.open_connections;
@@ -333,6 +346,35 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     o.family("ringgate_breaker_fallbacks_total", "counter", "Requests answered at once (fallback or 503) while a service's breaker was open.");
     for s in info.services.iter().filter(|s| s.breaker.is_some()) {
         o.sample("ringgate_breaker_fallbacks_total", &format!("service=\"{}\"", label(&s.name)), s.fallbacks);
+    }
+
+    if !caches.is_empty() {
+        o.family("ringgate_cache_responses_total", "counter", "Responses of cached routes by how the cache answered: hit, miss (forwarded), stale (served stale), revalidated (304 refreshed an entry), collapsed (served from another request's fill).");
+        for (name, c) in &caches {
+            for (result, n) in c.counters {
+                o.sample("ringgate_cache_responses_total", &format!("cache=\"{}\",result=\"{result}\"", label(name)), n);
+            }
+        }
+        let counters: [(&str, &str, fn(&crate::observe::metrics::CacheSnap) -> u64); 4] = [
+            ("ringgate_cache_stored_total", "Responses stored.", |c| c.stored),
+            ("ringgate_cache_evicted_total", "Entries evicted to stay within max_memory.", |c| c.evicted),
+            ("ringgate_cache_purged_total", "Entries removed by purges on the admin listener.", |c| c.purged),
+            ("ringgate_cache_invalidated_total", "Entries removed because an unsafe method succeeded on their URL.", |c| c.invalidated),
+        ];
+        for (metric, help, get) in counters {
+            o.family(metric, "counter", help);
+            for (name, c) in &caches {
+                o.sample(metric, &format!("cache=\"{}\"", label(name)), get(c));
+            }
+        }
+        o.family("ringgate_cache_bytes", "gauge", "Bytes held by the cache on all shards, bookkeeping included.");
+        for (name, c) in &caches {
+            o.sample("ringgate_cache_bytes", &format!("cache=\"{}\"", label(name)), c.bytes);
+        }
+        o.family("ringgate_cache_entries", "gauge", "Entries held by the cache on all shards.");
+        for (name, c) in &caches {
+            o.sample("ringgate_cache_entries", &format!("cache=\"{}\"", label(name)), c.entries);
+        }
     }
 
     o.family("ringgate_ratelimit_decisions_total", "counter", "Rate-limit checks, by limit and result.");

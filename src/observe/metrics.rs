@@ -222,6 +222,65 @@ impl AuthMetrics {
 }
 
 /// Connection counters of one shard.
+/// One cache's counters on one shard (`bytes` and `entries` are gauges).
+#[derive(Default)]
+pub struct CacheMetrics {
+    pub hits: Cell<u64>,
+    pub misses: Cell<u64>,
+    /// Served stale (while revalidating, or because the upstream failed).
+    pub stale: Cell<u64>,
+    /// Validated with the upstream (a 304 refreshed the stored response).
+    pub revalidated: Cell<u64>,
+    /// Answered from another request's fill.
+    pub collapsed: Cell<u64>,
+    pub stored: Cell<u64>,
+    pub evicted: Cell<u64>,
+    pub purged: Cell<u64>,
+    /// Removed because an unsafe method succeeded on the URL.
+    pub invalidated: Cell<u64>,
+    pub bytes: Cell<u64>,
+    pub entries: Cell<u64>,
+}
+
+impl CacheMetrics {
+    pub fn count(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+
+    fn snapshot(&self, name: &str) -> CacheSnap {
+        CacheSnap {
+            name: name.to_string(),
+            counters: [
+                ("hit", self.hits.get()),
+                ("miss", self.misses.get()),
+                ("stale", self.stale.get()),
+                ("revalidated", self.revalidated.get()),
+                ("collapsed", self.collapsed.get()),
+            ],
+            stored: self.stored.get(),
+            evicted: self.evicted.get(),
+            purged: self.purged.get(),
+            invalidated: self.invalidated.get(),
+            bytes: self.bytes.get(),
+            entries: self.entries.get(),
+        }
+    }
+}
+
+/// One cache on one shard, for the admin thread.
+#[derive(Clone, Default)]
+pub struct CacheSnap {
+    pub name: String,
+    /// Responses by how the cache answered them.
+    pub counters: [(&'static str, u64); 5],
+    pub stored: u64,
+    pub evicted: u64,
+    pub purged: u64,
+    pub invalidated: u64,
+    pub bytes: u64,
+    pub entries: u64,
+}
+
 #[derive(Default)]
 pub struct ConnMetrics {
     pub accepted: Cell<u64>,
@@ -237,6 +296,7 @@ pub struct ShardMetrics {
     services: RefCell<Vec<(String, Rc<ServiceMetrics>)>>,
     limits: RefCell<Vec<(String, Rc<LimitMetrics>)>>,
     auth: RefCell<Vec<(String, Rc<AuthMetrics>)>>,
+    caches: RefCell<Vec<(String, Rc<CacheMetrics>)>>,
     pub conns: ConnMetrics,
     pub redis: Rc<RedisMetrics>,
     pub tls: TlsMetrics,
@@ -273,6 +333,10 @@ impl ShardMetrics {
 
     pub fn auth(&self, name: &str) -> Rc<AuthMetrics> {
         series(&self.auth, name, AuthMetrics::default)
+    }
+
+    pub fn cache(&self, name: &str) -> Rc<CacheMetrics> {
+        series(&self.caches, name, CacheMetrics::default)
     }
 
     /// A copy of everything, to hand to the admin thread.
@@ -330,6 +394,7 @@ impl ShardMetrics {
                     cache_misses: m.cache_misses.get(),
                 })
                 .collect(),
+            caches: self.caches.borrow().iter().map(|(n, m)| m.snapshot(n)).collect(),
             accepted: self.conns.accepted.get(),
             open_connections,
             refused_per_ip: self.conns.refused_per_ip.get(),
@@ -353,6 +418,7 @@ pub struct Snapshot {
     /// (result, version, count)
     pub tls_handshakes: Vec<(&'static str, &'static str, u64)>,
     pub auth: Vec<AuthSnap>,
+    pub caches: Vec<CacheSnap>,
     pub accepted: u64,
     pub open_connections: u64,
     pub refused_per_ip: u64,

@@ -134,6 +134,8 @@ pub struct Generation {
     redis: Option<Rc<Client>>,
     /// New TLS handshakes use this config (an open connection keeps the one it started with).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// This shard's response stores, as `cfg.caches` (carried over a reload by name).
+    pub caches: Vec<Rc<RefCell<crate::cache::Store>>>,
 }
 
 impl Generation {
@@ -184,6 +186,19 @@ impl Generation {
                     Some(Rc::new(SyncedRt { table: table.clone(), client: client.clone(), on_error }))
                 }
                 _ => None,
+            })
+            .collect();
+        let caches = cfg
+            .caches
+            .iter()
+            .map(|def| match prev.and_then(|g| g.caches.iter().find(|s| s.borrow().def.name == def.name)) {
+                Some(kept) => {
+                    if kept.borrow().def != *def {
+                        kept.borrow_mut().resize(def.clone());
+                    }
+                    kept.clone()
+                }
+                None => Rc::new(RefCell::new(crate::cache::Store::new(def.clone(), metrics.cache(&def.name)))),
             })
             .collect();
         let mtls: Vec<Rc<MtlsAuth>> = cfg.mtls.iter().map(|m| Rc::new(MtlsAuth::new(m.clone(), metrics.auth(&m.name)))).collect();
@@ -260,6 +275,7 @@ impl Generation {
             jwt,
             redis,
             tls: p.tls.as_ref().map(|(c, _)| c.clone()),
+            caches,
             cfg,
         }
     }

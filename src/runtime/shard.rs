@@ -38,6 +38,8 @@ pub struct Global {
     pub finished: AtomicBool,
     pub shards: usize,
     snapshots: Snapshots,
+    /// Cache purges from the admin listener, applied by each shard.
+    pub purges: crate::cache::Purges,
 }
 
 /// The sockets of one configured listen address. A shard takes its own slot when its generation
@@ -71,6 +73,7 @@ impl Global {
             serving: AtomicUsize::new(0),
             finished: AtomicBool::new(false),
             shards,
+            purges: crate::cache::Purges::new(shards),
             snapshots: Snapshots {
                 wanted: AtomicU64::new(0),
                 answers: Mutex::new((0..shards).map(|_| (0, Snapshot::default())).collect()),
@@ -190,6 +193,7 @@ impl Shard {
         self.global.answer_snapshot(self);
         self.log.flush(&self.metrics);
         let current = self.generation();
+        self.global.purges.apply(self.id, &current.caches);
         if self.global.published_id() == current.id {
             return None;
         }

@@ -25,7 +25,7 @@ use crate::observe::metrics::{ServiceMetrics, ShardMetrics};
 mod breaker;
 mod call;
 pub use breaker::{Admit, State as BreakerState};
-pub use call::{call, BodySource, Head, Outcome, Request};
+pub use call::{call, BodySource, Exchange, Head, Outcome, Request};
 mod health;
 mod shared;
 pub use shared::{fnv1a, now_ms, ServiceShared};

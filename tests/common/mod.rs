@@ -91,6 +91,16 @@ impl Received {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
     }
+
+    /// The request target's path, without the query.
+    pub fn path(&self) -> &str {
+        let target = self.request_line().split(' ').nth(1).unwrap_or("");
+        target.split('?').next().unwrap_or("")
+    }
+
+    pub fn path_is(&self, p: &str) -> bool {
+        self.path() == p
+    }
 }
 
 pub fn header_values(head: &str, name: &str) -> Vec<String> {

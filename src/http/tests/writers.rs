@@ -75,6 +75,7 @@ fn forward(raw: &[u8], path: Option<&str>) -> String {
         strip: &[],
         extra: b"",
         default_host: b"svc",
+        strip_conditionals: false,
     };
     let mut out = Vec::new();
     request_head(&mut out, raw, &req, &info, &ids);

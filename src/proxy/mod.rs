@@ -13,6 +13,9 @@
 //! larger than the read buffer, which is buffered whole, and a request whose stages wait (a
 //! cluster rate limit's call to Redis: a handful of small allocations).
 
+mod cached;
+
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -112,6 +115,8 @@ struct Plan {
     json: Option<Vec<String>>,
     /// An aggregating route: each part's whole request (head, no body).
     parts: Option<Vec<Vec<u8>>>,
+    /// A cached route's request that goes upstream.
+    cache: Option<Box<cached::CachePlan>>,
 }
 
 /// A request that ends in an error response (or a silent close).
@@ -141,7 +146,13 @@ impl Failure {
             head_request: plan.is_some_and(|p| p.head_request),
             silent: false,
             // Policy headers (RateLimit, CORS) go on every response of the route, errors too.
-            extra: plan.map(|p| p.response_headers).unwrap_or_default(),
+            extra: plan.map_or_else(HeaderBuf::default, |p| {
+                let mut extra = p.response_headers;
+                if p.cache.is_some() {
+                    cached::error_status(&mut extra);
+                }
+                extra
+            }),
             service: None,
         }
     }
@@ -167,7 +178,7 @@ impl Failure {
 /// Serves one request whose first bytes are in `client.rbuf`. `deadline` bounds the head read.
 /// The request runs on the shard's current generation to its end, whatever a reload does
 /// meanwhile, and is recorded (metrics, access log) in one place when it ends.
-pub async fn serve_request<S: ClientStream>(shard: &Shard, client: &mut Client<S>, deadline: Instant) -> Next {
+pub async fn serve_request<S: ClientStream>(shard: &Rc<Shard>, client: &mut Client<S>, deadline: Instant) -> Next {
     let gen = shard.generation();
     let mut ctx = Ctx::new(client.peer);
     let (consumed, sent) = (client.rbuf.consumed, client.sent);
@@ -194,8 +205,8 @@ pub async fn serve_request<S: ClientStream>(shard: &Shard, client: &mut Client<S
 
 #[allow(clippy::too_many_arguments)]
 async fn request<S: ClientStream>(
-    shard: &Shard,
-    gen: &Generation,
+    shard: &Rc<Shard>,
+    gen: &Rc<Generation>,
     ctx: &mut Ctx,
     client: &mut Client<S>,
     out: &mut Vec<u8>,
@@ -224,11 +235,27 @@ async fn request<S: ClientStream>(
             },
         }
     };
-    let plan = match outcome {
+    let mut plan = match outcome {
         Outcome::Forward(plan) => plan,
         Outcome::Reject(f) => return Err(f),
         Outcome::Reply(r) => return reply(shard, gen, ctx, client, out, r, intake).await,
+        Outcome::Hit(hit) => return cached::serve(shard, gen, ctx, client, out, hit, intake).await,
     };
+    // A miss that another request is filling waits for it (bounded), then is served from what
+    // it stored, or goes upstream itself.
+    if let Some(c) = plan.cache.as_mut() {
+        if let cached::What::Wait(fill) = &c.what {
+            let fill = fill.clone();
+            c.what = cached::What::Miss { vary: false };
+            let wait = gen.cfg.routes[plan.route].cache.as_ref().map_or(Duration::ZERO, |p| p.lock_timeout);
+            let _ = monoio::time::timeout(wait, fill.wait()).await;
+            if fill.stored.get() {
+                if let Some(hit) = cached::after_wait(&plan) {
+                    return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
+                }
+            }
+        }
+    }
     let Intake::Head { keep_alive, body } = intake else { return Err(Failure::new(ProxyError::Internal, Some(&plan))) };
     let keep_alive = *keep_alive;
     let body_timeout = gen.cfg.timeouts.body;
@@ -308,8 +335,16 @@ async fn request<S: ClientStream>(
     ctx.service = Some(plan.service);
     // Fail fast: over the service's max_concurrent, or while its breaker is open.
     let shared = ups.shared(plan.service);
-    let Some(_in_flight) = shared.enter() else { return Err(Failure::new(ProxyError::Overloaded, Some(&plan))) };
-    if shared.breaker.as_ref().is_some_and(|b| b.admit() == upstream::Admit::No) {
+    let in_flight = shared.enter();
+    let open = in_flight.is_some() && shared.breaker.as_ref().is_some_and(|b| b.admit() == upstream::Admit::No);
+    if in_flight.is_none() || open {
+        // RFC 5861 §4: a stale response rather than an error, where the entry allows it.
+        if let Some(hit) = cached::stale_on_error(&plan) {
+            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+        }
+    }
+    let Some(_in_flight) = in_flight else { return Err(Failure::new(ProxyError::Overloaded, Some(&plan))) };
+    if open {
         shared.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut f = Failure::new(ProxyError::CircuitOpen, Some(&plan));
         f.extra.line(b"X-Ringgate-Circuit", b"open");
@@ -330,13 +365,21 @@ async fn request<S: ClientStream>(
         };
         upstream::call(ups, &shard.bufs, req, &mut source, planner).await
     };
-    let (mut ex, mut head) = called.map_err(|e| {
-        ctx.upstream = e.addr;
-        ctx.os_error = e.os_error;
-        let mut f = Failure::new(e.err, Some(&plan));
-        f.silent = e.from_body && e.err == ProxyError::ClientGone;
-        f
-    })?;
+    let (mut ex, mut head) = match called {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.upstream = e.addr;
+            ctx.os_error = e.os_error;
+            if e.err.side() == Side::Upstream {
+                if let Some(hit) = cached::stale_on_error(&plan) {
+                    return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+                }
+            }
+            let mut f = Failure::new(e.err, Some(&plan));
+            f.silent = e.from_body && e.err == ProxyError::ClientGone;
+            return Err(f);
+        }
+    };
     ctx.upstream = Some(ex.addr);
     ctx.upstream_started = Some(ex.sent_at);
     let resp = loop {
@@ -358,6 +401,33 @@ async fn request<S: ClientStream>(
         }
     };
     ups.report(plan.service, ex.conn.endpoint, upstream::Outcome::Responded(resp.status));
+    // 5b. The cache: store the response, serve a refreshed or a stale entry.
+    match resp.cache {
+        cached::Action::Relay => {}
+        cached::Action::Store(draft) => {
+            return cached::store_and_serve(shard, gen, ctx, client, out, &plan, ex, resp.upstream_framing, resp.upstream_keep_alive, draft, intake).await;
+        }
+        cached::Action::Refreshed(entry) => {
+            let leftover = ex.buf.pending_len();
+            shard.bufs.put(std::mem::take(&mut ex.buf.data));
+            if resp.upstream_keep_alive && leftover == 0 {
+                ups.checkin(ex.conn);
+            }
+            ctx.upstream_done = Some(Instant::now());
+            let ttl = crate::cache::ttl(&entry, crate::cache::rules::now());
+            let status = crate::cache::Status::Forward { fwd: "stale", status: Some(304), stored: true, ttl: Some(ttl) };
+            let hit = cached::Hit::from_plan(&plan, entry, status);
+            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+        }
+        cached::Action::Stale(entry, status) => {
+            // The failed response's body is not read: its connection is not reused.
+            shard.bufs.put(std::mem::take(&mut ex.buf.data));
+            let ttl = crate::cache::ttl(&entry, crate::cache::rules::now());
+            let status = crate::cache::Status::StaleIfError { status: Some(status), ttl };
+            let hit = cached::Hit::from_plan(&plan, entry, status);
+            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+        }
+    }
     let (mut up, mut ubuf, _active) = (ex.conn, ex.buf, ex.active);
 
     // 6a. A JSON response transform: the body is read whole (dechunked), transformed, and sent
@@ -459,6 +529,8 @@ struct HeadInfo {
 
 enum Outcome {
     Forward(Plan),
+    /// Served from the cache.
+    Hit(Box<cached::Hit>),
     Reject(Failure),
     /// Answered by the gateway itself (a CORS preflight).
     Reply(Reply),
@@ -611,6 +683,31 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         }
         Flow::Wait(wait) => return Planned::Wait(Box::new(Resume { wait, admitted, request_id })),
     }
+    // The route's cache: a stored response answers here; anything else goes on with its key.
+    let mut cache_plan = None;
+    let mut stale_hit = None;
+    if let Some(policy) = gen.cfg.routes[route_idx].cache.as_ref() {
+        let consumer = admitted.consumer.as_ref().map(|c| c.as_bytes());
+        match cached::lookup(shard, gen, policy, route_idx, &req, &buf[..req.head_len], consumer, request_id, admitted.response_headers) {
+            cached::Looked::Hit(hit) => return Planned::Head(head, Outcome::Hit(hit)),
+            cached::Looked::StaleHit(hit, fill, guard) => {
+                if let Some(e) = &fill.validating {
+                    cached::validators(e, &mut admitted.forward_headers);
+                }
+                stale_hit = Some((hit, fill, guard));
+            }
+            cached::Looked::Forward(c) => {
+                if let (cached::What::Validate, Some(e)) = (&c.what, &c.fill.validating) {
+                    cached::validators(e, &mut admitted.forward_headers);
+                }
+                cache_plan = Some(c);
+            }
+            cached::Looked::NotCached => return reject(head, ProxyError::NotCached, admitted.response_headers),
+        }
+    }
+    // The cache asks the upstream for the whole response, with its own validators.
+    let strip_conditionals = stale_hit.is_some()
+        || cache_plan.as_ref().is_some_and(|c| matches!(c.what, cached::What::Validate | cached::What::Miss { .. } | cached::What::Wait(_)));
     // The route's request transform: set headers join the forwarded lines; a rewritten target
     // is built here (its one allocation).
     let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
@@ -704,6 +801,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         strip: &route.strip_headers,
         extra: admitted.forward_headers.as_bytes(),
         default_host: gen.cfg.services[route.service].name.as_bytes(),
+        strip_conditionals,
     };
     ctx.traceparent = write::request_head(out, buf, &req, &info, &shard.ids);
     if json.is_some() {
@@ -724,7 +822,11 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
         balance_key: balance_key(gen, route.service, &req, ctx),
         json,
         parts,
+        cache: cache_plan,
     };
+    if let Some((hit, fill, guard)) = stale_hit {
+        return Planned::Head(head, Outcome::Hit(cached::Hit::stale_with_refresh(hit, out, fill, guard)));
+    }
     Planned::Head(head, Outcome::Forward(plan))
 }
 
@@ -754,6 +856,8 @@ struct ResponsePlan {
     client_keep_alive: bool,
     /// The route's JSON transform applies: `out` holds the head without its framing line.
     json: bool,
+    /// What the route's cache does with the response.
+    cache: cached::Action,
 }
 
 /// The planner `upstream::call` runs on each read: once a response head is complete, writes the
@@ -786,6 +890,29 @@ fn plan_response(
         ubuf.consume(n);
         return Ok(Some(Head::Informational));
     }
+    // A cached route: the cache may take the response (to store it, or to serve an entry).
+    let mut cache_lines = HeaderBuf::default();
+    let action = match (&plan.cache, gen.cfg.routes[plan.route].cache.as_ref()) {
+        (Some(c), Some(policy)) => {
+            let edits = gen.cfg.routes[plan.route].transform.response.as_ref().map(|t| &t.headers);
+            cached::response_action(policy, c, &res, plan.head_request, edits, &mut cache_lines)
+        }
+        _ => cached::Action::Relay,
+    };
+    if !matches!(action, cached::Action::Relay) {
+        let p = ResponsePlan {
+            status: res.code,
+            upstream_framing: res.framing,
+            client_framing: ClientFraming::None,
+            upstream_keep_alive: res.keep_alive,
+            client_keep_alive: false,
+            json: false,
+            cache: action,
+        };
+        let n = res.head_len;
+        ubuf.consume(n);
+        return Ok(Some(Head::Final(p)));
+    }
     let client_framing = write::client_framing(&res, plan.version);
     // A JSON response transform: a 2xx JSON body, not compressed, within the bound (a chunked
     // one is checked as it is read). Others pass through untouched, and are counted.
@@ -811,6 +938,7 @@ fn plan_response(
     out.clear();
     let edits = gen.cfg.routes[plan.route].transform.response.as_ref().map(|t| &t.headers);
     let mut lines = plan.response_headers;
+    lines.raw(cache_lines.as_bytes());
     for (name, value) in edits.iter().flat_map(|e| &e.set) {
         out.clear();
         transform::render_response(out, value, plan.request_id.as_bytes());
@@ -843,6 +971,7 @@ fn plan_response(
         upstream_keep_alive: res.keep_alive,
         client_keep_alive,
         json,
+        cache: cached::Action::Relay,
     };
     let n = res.head_len;
     ubuf.consume(n);

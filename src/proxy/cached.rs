@@ -1,0 +1,808 @@
+//! The response cache on the request path. After the route's stages admit a GET or HEAD, the
+//! request's key is looked up in the shard's store: a usable entry is served from its stored,
+//! immutable bytes (head and body in one vectored write, nothing copied per hit); a stale one
+//! within `stale-while-revalidate` is served and refreshed in the background; otherwise the
+//! request goes upstream (with validators when an entry is held, joined by concurrent misses of
+//! the same key, which wait for it), and the response is stored when RFC 9111 allows, refreshed
+//! by a 304, or replaced by a stale entry when the upstream fails within `stale-if-error`. A
+//! successful unsafe method invalidates its URL.
+
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use monoio::buf::IoVecBuf;
+
+use super::{client_write, timed_fill, Client, Failure, Intake, NoBody, Next, Plan};
+use crate::cache::rules::{self, RequestCc};
+use crate::cache::{self, Conditional, Draft, Entry, Fill, FillGuard, Found, Key, Status, Store};
+use crate::config::cache::CachePolicy;
+use crate::config::transform::HeaderEdits;
+use crate::error::ProxyError;
+use crate::http::body::ChunkedDecoder;
+use crate::http::io::{ClientStream, ReadBuf};
+use crate::http::parse::{self, Framing, RequestHead, ResponseHead, Version};
+use crate::http::write::RequestId;
+use crate::observe::metrics::CacheMetrics;
+use crate::policy::transform;
+use crate::policy::HeaderBuf;
+use crate::ctx::Ctx;
+use crate::runtime::generation::Generation;
+use crate::runtime::shard::Shard;
+use crate::upstream::{self, Head, UpStream};
+
+/// A response served from the store.
+pub(super) struct Hit {
+    pub entry: Rc<Entry>,
+    pub status: Status,
+    /// The client's own conditional matched: a 304.
+    pub not_modified: bool,
+    pub head_only: bool,
+    pub version: Version,
+    pub request_id: RequestId,
+    pub response_headers: HeaderBuf,
+    pub route: usize,
+    /// A stale hit: the revalidation to run in the background once it is served.
+    pub refresh: Option<Box<Refresh>>,
+}
+
+/// A background revalidation of a stale entry.
+pub(super) struct Refresh {
+    /// The forwarded request head, with validators.
+    head: Vec<u8>,
+    fill: FillCtx,
+    _guard: FillGuard,
+}
+
+/// What the store needs to make an entry from a response to a request.
+pub(super) struct FillCtx {
+    pub store: Rc<RefCell<Store>>,
+    pub key: Key,
+    pub url: Vec<u8>,
+    pub host_len: usize,
+    /// The client's request head (its Vary fields, and a lookup again after waiting).
+    pub request: Vec<u8>,
+    pub request_time: i64,
+    pub authorization: bool,
+    pub req_cc: RequestCc,
+    /// The entry being validated.
+    pub validating: Option<Rc<Entry>>,
+}
+
+/// A cached route's request that goes upstream.
+pub(super) struct CachePlan {
+    pub fill: FillCtx,
+    pub what: What,
+    pub conditional: Conditional,
+    pub guard: Option<FillGuard>,
+}
+
+pub(super) enum What {
+    /// Another request is filling this key: wait for it.
+    Wait(Rc<Fill>),
+    /// Validate the held entry (`fill.validating`) with the upstream.
+    Validate,
+    /// Nothing usable stored (`vary`: other variants of the URL are).
+    Miss { vary: bool },
+    /// A HEAD with nothing stored: forwarded as it is, not stored.
+    Bypass,
+    /// An unsafe method: a success invalidates the URL.
+    Invalidate,
+}
+
+/// What the lookup of a request decided.
+pub(super) enum Looked {
+    Hit(Box<Hit>),
+    /// A stale hit to serve and revalidate: the forwarded head is still to be written.
+    StaleHit(Box<Hit>, FillCtx, FillGuard),
+    Forward(Box<CachePlan>),
+    NotCached,
+}
+
+thread_local!(static URL: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512)));
+
+fn metrics(store: &Rc<RefCell<Store>>) -> Rc<CacheMetrics> {
+    store.borrow().metrics.clone()
+}
+
+/// Looks a request up in the route's store (step 1b of the request path).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lookup(
+    shard: &Shard,
+    gen: &Generation,
+    policy: &CachePolicy,
+    route: usize,
+    req: &RequestHead,
+    head_bytes: &[u8],
+    consumer: Option<&[u8]>,
+    request_id: RequestId,
+    response_headers: HeaderBuf,
+) -> Looked {
+    let store = &gen.caches[policy.cache];
+    if shard.global.purges.seq() != store.borrow().purge_seen {
+        shard.global.purges.apply(shard.id, &gen.caches);
+    }
+    let now = rules::now();
+    let cc_values = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cache-control")).map(|h| h.value);
+    let pragma = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("pragma")).map(|h| h.value);
+    let req_cc = rules::request_cc(cc_values, pragma);
+    let cacheable_method = matches!(req.method, "GET" | "HEAD");
+    URL.with(|url| {
+        let mut url = url.borrow_mut();
+        let (key, host_len) = cache::key(policy, req, consumer, &mut url);
+        let fill_ctx = |validating| FillCtx {
+            store: store.clone(),
+            key,
+            url: url.clone(),
+            host_len,
+            request: head_bytes.to_vec(),
+            request_time: now,
+            authorization: req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization")),
+            req_cc,
+            validating,
+        };
+        let plan = |what, validating, guard| {
+            Looked::Forward(Box::new(CachePlan { fill: fill_ctx(validating), what, conditional: Conditional::of(req), guard }))
+        };
+        if !cacheable_method {
+            return plan(What::Invalidate, None, None);
+        }
+        let found = cache::lookup(&store.borrow(), key, &url, req.headers, &req_cc, now);
+        let m = metrics(store);
+        let hit = |entry: Rc<Entry>, status| {
+            Box::new(Hit {
+                not_modified: Conditional::of_hit(req, &entry),
+                entry,
+                status,
+                head_only: req.method == "HEAD",
+                version: req.version,
+                request_id,
+                response_headers,
+                route,
+                refresh: None,
+            })
+        };
+        match found {
+            Found::Hit { entry, stale: false } => {
+                store.borrow().touch(key.bucket, &entry);
+                CacheMetrics::count(&m.hits);
+                let ttl = cache::ttl(&entry, now);
+                Looked::Hit(hit(entry, Status::Hit { ttl }))
+            }
+            Found::Hit { entry, stale: true } => {
+                store.borrow().touch(key.bucket, &entry);
+                CacheMetrics::count(&m.stale);
+                let ttl = cache::ttl(&entry, now);
+                match Store::fill(store, key.fill()) {
+                    Ok(guard) if req.method == "GET" => Looked::StaleHit(hit(entry.clone(), Status::StaleWhileRevalidate { ttl }), fill_ctx(Some(entry)), guard),
+                    // A refresh is under way already.
+                    _ => Looked::Hit(hit(entry, Status::StaleWhileRevalidate { ttl })),
+                }
+            }
+            _ if req_cc.only_if_cached => Looked::NotCached,
+            Found::Validate(entry) => {
+                CacheMetrics::count(&m.misses);
+                if req.method == "HEAD" {
+                    return plan(What::Bypass, Some(entry), None);
+                }
+                match Store::fill(store, key.fill()) {
+                    Ok(guard) => plan(What::Validate, Some(entry), Some(guard)),
+                    Err(fill) => plan(What::Wait(fill), Some(entry), None),
+                }
+            }
+            Found::Miss { vary } => {
+                CacheMetrics::count(&m.misses);
+                if req.method == "HEAD" {
+                    return plan(What::Bypass, None, None);
+                }
+                match Store::fill(store, key.fill()) {
+                    Ok(guard) => plan(What::Miss { vary }, None, Some(guard)),
+                    Err(fill) => plan(What::Wait(fill), None, None),
+                }
+            }
+        }
+    })
+}
+
+impl Conditional {
+    fn of_hit(req: &RequestHead, e: &Entry) -> bool {
+        let has = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("if-none-match") || h.name.eq_ignore_ascii_case("if-modified-since"));
+        has && Conditional::of(req).not_modified(e)
+    }
+}
+
+/// The validators sent upstream for a held entry (RFC 9111 §4.3.1).
+pub(super) fn validators(e: &Entry, lines: &mut HeaderBuf) {
+    if let Some(etag) = e.field("etag") {
+        lines.line(b"If-None-Match", etag);
+    }
+    if let Some(lm) = e.field("last-modified") {
+        lines.line(b"If-Modified-Since", lm);
+    }
+}
+
+impl Hit {
+    pub(super) fn stale_with_refresh(mut hit: Box<Hit>, head: &[u8], fill: FillCtx, guard: FillGuard) -> Box<Hit> {
+        hit.refresh = Some(Box::new(Refresh { head: head.to_vec(), fill, _guard: guard }));
+        hit
+    }
+
+    pub(super) fn from_plan(plan: &Plan, entry: Rc<Entry>, status: Status) -> Hit {
+        Hit {
+            not_modified: plan.cache.as_ref().is_some_and(|c| c.conditional.not_modified(&entry)),
+            entry,
+            status,
+            head_only: plan.head_request,
+            version: plan.version,
+            request_id: plan.request_id,
+            response_headers: plan.response_headers,
+            route: plan.route,
+            refresh: None,
+        }
+    }
+}
+
+/// Serves a stored response: its head with `Age`, `Cache-Status`, the route's response lines
+/// and the request id, and its body, in one vectored write.
+pub(super) async fn serve<S: ClientStream>(
+    shard: &Rc<Shard>,
+    gen: &Rc<Generation>,
+    ctx: &mut Ctx,
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    mut hit: Box<Hit>,
+    intake: &mut Intake,
+) -> Result<Next, Failure> {
+    if let Some(r) = hit.refresh.take() {
+        let (shard2, gen2, route) = (shard.clone(), gen.clone(), hit.route);
+        monoio::spawn(async move {
+            if AssertUnwindSafe(refresh(shard2, gen2, route, r)).catch_unwind().await.is_err() {
+                tracing::error!("panic while refreshing a cached response");
+            }
+        });
+    }
+    let keep = intake.settle(&mut client.rbuf) && !shard.drain.is_draining();
+    let now = rules::now();
+    out.clear();
+    cache::put_head(out, &hit.entry, hit.not_modified, now, hit.status);
+    let route = &gen.routes[hit.route];
+    if let Some(edits) = route.transform.response.as_ref().map(|t| &t.headers) {
+        for (name, value) in &edits.set {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            transform::render_response(out, value, hit.request_id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(hit.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(hit.response_headers.as_bytes());
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if hit.version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    ctx.status = if hit.not_modified { 304 } else { hit.entry.status };
+    ctx.service = Some(route.service);
+    let dur = gen.cfg.timeouts.body;
+    let with_body = !hit.not_modified && !hit.head_only && !hit.entry.body.is_empty();
+    let written = if with_body { write_head_body(client, out, hit.entry.clone(), dur).await } else { client_write(client, out, dur).await.is_ok() };
+    if !written {
+        return Err(Failure::silent());
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// Head and stored body as one `writev`: the body is the entry's own bytes.
+struct HeadBody {
+    iov: Box<[libc::iovec; 2]>,
+    head: Vec<u8>,
+    _entry: Rc<Entry>,
+}
+
+// SAFETY: the iovecs point into `head` and the entry's body, both owned by the value (the
+// boxed array does not move with it) and unchanged while the runtime holds it.
+unsafe impl IoVecBuf for HeadBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        2
+    }
+}
+
+thread_local!(static IOVS: RefCell<Vec<Box<[libc::iovec; 2]>>> = const { RefCell::new(Vec::new()) });
+
+async fn write_head_body<S: ClientStream>(client: &mut Client<S>, out: &mut Vec<u8>, entry: Rc<Entry>, dur: Duration) -> bool {
+    let iov = IOVS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| Box::new([libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2]));
+    let head = std::mem::take(out);
+    let total = head.len() + entry.body.len();
+    let mut buf = HeadBody { iov, head, _entry: entry.clone() };
+    buf.iov[0] = libc::iovec { iov_base: buf.head.as_ptr() as *mut _, iov_len: buf.head.len() };
+    buf.iov[1] = libc::iovec { iov_base: entry.body.as_ptr() as *mut _, iov_len: entry.body.len() };
+    let mut sent = 0;
+    let ok = loop {
+        if sent == total {
+            break true;
+        }
+        let (res, b) = match monoio::time::timeout(dur, client.stream.writev(buf)).await {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break false,
+            Ok(mut n) => {
+                sent += n;
+                for v in buf.iov.iter_mut() {
+                    let k = n.min(v.iov_len);
+                    v.iov_base = (v.iov_base as usize + k) as *mut _;
+                    v.iov_len -= k;
+                    n -= k;
+                }
+            }
+        }
+    };
+    client.sent += sent as u64;
+    *out = std::mem::take(&mut buf.head);
+    IOVS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < 64 {
+            p.push(buf.iov);
+        }
+    });
+    ok
+}
+
+/// What to do with the upstream's response to a cached route's request.
+pub(super) enum Action {
+    /// Relay it as any response (it is not stored).
+    Relay,
+    /// Read the body, store it, serve the entry.
+    Store(Box<Draft>),
+    /// A 304 refreshed the held entry: serve it.
+    Refreshed(Rc<Entry>),
+    /// The upstream failed: serve the held entry stale.
+    Stale(Rc<Entry>, u16),
+}
+
+/// Decides, from the response head, what the cache does with it. For a response relayed as it
+/// is, the `Cache-Status` line is added to `lines`.
+pub(super) fn response_action(policy: &CachePolicy, c: &CachePlan, res: &ResponseHead, head_request: bool, edits: Option<&HeaderEdits>, lines: &mut HeaderBuf) -> Action {
+    let now = rules::now();
+    let fill = &c.fill;
+    let m = metrics(&fill.store);
+    if matches!(c.what, What::Invalidate) {
+        if (200..400).contains(&res.code) {
+            invalidate(policy, fill, res);
+        }
+        let mut l = Vec::new();
+        cache::put_status(&mut l, Status::Forward { fwd: "bypass", status: Some(res.code), stored: false, ttl: None });
+        lines.raw(&l);
+        return Action::Relay;
+    }
+    match classify(policy, fill, res, head_request, edits, now) {
+        Classified::Refreshed(e) => {
+            CacheMetrics::count(&m.revalidated);
+            return Action::Refreshed(e);
+        }
+        Classified::Store(d) if !head_request => return Action::Store(d),
+        _ => {}
+    }
+    if let Some(e) = fill.validating.as_ref().filter(|e| matches!(res.code, 500 | 502 | 503 | 504) && stale_allowed(e, now)) {
+        CacheMetrics::count(&m.stale);
+        return Action::Stale(e.clone(), res.code);
+    }
+    let fwd = match c.what {
+        What::Validate => "stale",
+        What::Miss { vary: true } => "vary-miss",
+        _ if fill.req_cc.no_cache => "request",
+        _ => "miss",
+    };
+    let mut l = Vec::new();
+    cache::put_status(&mut l, Status::Forward { fwd, status: Some(res.code), stored: false, ttl: None });
+    lines.raw(&l);
+    Action::Relay
+}
+
+enum Classified {
+    Refreshed(Rc<Entry>),
+    Store(Box<Draft>),
+    No,
+}
+
+/// A response to a GET of a cached route: a 304 that refreshes the held entry, one to store, or
+/// neither.
+fn classify(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_request: bool, edits: Option<&HeaderEdits>, now: i64) -> Classified {
+    let facts = cache::response_facts(res);
+    if res.code == 304 {
+        let Some(held) = fill.validating.as_ref() else { return Classified::No };
+        let e = Rc::new(cache::refreshed(held, res, &facts, policy, fill.request_time, now));
+        fill.store.borrow_mut().insert(fill.key.bucket, e.clone());
+        return Classified::Refreshed(e);
+    }
+    if head_request {
+        return Classified::No;
+    }
+    let why = rules::not_storable(&rules::StoreFacts {
+        status: res.code,
+        cc: facts.cc,
+        has_expires: facts.expires.is_some(),
+        vary_star: facts.vary_star,
+        set_cookie: facts.set_cookie,
+        authorization: fill.authorization,
+        request_no_store: fill.req_cc.no_store,
+        default_ttl: !policy.ttl.is_zero(),
+    });
+    let max = fill.store.borrow().def.max_object;
+    let fits = match res.framing {
+        Framing::Length(n) => n <= max,
+        Framing::Chunked | Framing::UntilClose => true,
+        Framing::None => true,
+    };
+    if why.is_some() || !fits {
+        return Classified::No;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut headers);
+    let request_headers: &[httparse::Header] = match req.parse(&fill.request) {
+        Ok(_) => req.headers,
+        Err(_) => &[],
+    };
+    let r = cache::DraftRequest {
+        policy,
+        key: fill.key,
+        url: &fill.url,
+        host_len: fill.host_len,
+        request_headers,
+        request_time: fill.request_time,
+    };
+    Classified::Store(Box::new(cache::draft(&r, res, &facts, cache::stored_fields(res, edits), now)))
+}
+
+/// Whether a held entry may be served stale because the upstream failed (RFC 5861 §4).
+fn stale_allowed(e: &Entry, now: i64) -> bool {
+    let ttl = cache::ttl(e, now);
+    !e.cc.no_stale() && (ttl > 0 || -ttl <= e.sie) && e.sie > 0
+}
+
+/// The held entry to serve when the upstream cannot be reached (or its breaker is open).
+pub(super) fn stale_on_error(plan: &Plan) -> Option<Hit> {
+    let c = plan.cache.as_ref()?;
+    let e = c.fill.validating.as_ref()?;
+    let now = rules::now();
+    if !stale_allowed(e, now) {
+        return None;
+    }
+    CacheMetrics::count(&metrics(&c.fill.store).stale);
+    Some(Hit::from_plan(plan, e.clone(), Status::StaleIfError { status: None, ttl: cache::ttl(e, now) }))
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates its URL, and the URLs in `Location`
+/// and `Content-Location` on the same host.
+fn invalidate(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead) {
+    let mut store = fill.store.borrow_mut();
+    let mut n = store.invalidate(fill.key.bucket);
+    let host = &fill.url[..fill.host_len];
+    let mut url = Vec::new();
+    for h in res.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("location") || h.name.eq_ignore_ascii_case("content-location")) {
+        let Some((to_host, target)) = cache::split_url(parse::trim(h.value)) else { continue };
+        if !to_host.is_empty() && !host.is_empty() && to_host != host {
+            continue;
+        }
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], &target[q..]),
+            None => (&target[..], &b""[..]),
+        };
+        let (bucket, _) = cache::url_key(policy, host, path, query, &mut url);
+        n += store.invalidate(bucket);
+    }
+    let m = &store.metrics;
+    m.invalidated.set(m.invalidated.get() + n as u64);
+}
+
+/// After waiting for another request's fill: the stored response, if it answers this request.
+pub(super) fn after_wait(plan: &Plan) -> Option<Box<Hit>> {
+    let c = plan.cache.as_ref()?;
+    let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(&c.fill.request).ok()?;
+    let now = rules::now();
+    let found = cache::lookup(&c.fill.store.borrow(), c.fill.key, &c.fill.url, req.headers, &c.fill.req_cc, now);
+    match found {
+        Found::Hit { entry, .. } => {
+            CacheMetrics::count(&metrics(&c.fill.store).collapsed);
+            let ttl = cache::ttl(&entry, now);
+            Some(Box::new(Hit::from_plan(plan, entry, Status::Collapsed { ttl })))
+        }
+        _ => None,
+    }
+}
+
+/// The body of a response being stored, read whole up to `max` bytes, or what was read when it
+/// turned out larger (then it streams through).
+enum Body {
+    Whole(Vec<u8>),
+    Over(Vec<u8>, Option<ChunkedDecoder>),
+}
+
+async fn read_bounded(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Body, &'static str> {
+    let mut body = Vec::new();
+    let mut decoder = (framing == Framing::Chunked).then(|| ChunkedDecoder::new(max_trailer));
+    loop {
+        match (&mut decoder, framing) {
+            (_, Framing::None) => return Ok(Body::Whole(body)),
+            (None, Framing::Length(n)) => {
+                let take = ubuf.pending_len().min((n as usize).saturating_sub(body.len()));
+                body.extend_from_slice(&ubuf.pending()[..take]);
+                ubuf.consume(take);
+                if body.len() as u64 >= n {
+                    return Ok(Body::Whole(body));
+                }
+            }
+            (Some(d), _) => {
+                let start = ubuf.start;
+                let (data, consumed, done) = d.decode_in_place(&mut ubuf.data[start..]).map_err(|_| "the upstream's chunked body is malformed")?;
+                body.extend_from_slice(&ubuf.data[start..start + data]);
+                ubuf.consume(consumed);
+                if done {
+                    return Ok(Body::Whole(body));
+                }
+                if body.len() as u64 > max {
+                    return Ok(Body::Over(body, decoder));
+                }
+            }
+            (None, _) => {
+                let n = ubuf.pending_len();
+                body.extend_from_slice(ubuf.pending());
+                ubuf.consume(n);
+                if body.len() as u64 > max {
+                    return Ok(Body::Over(body, None));
+                }
+            }
+        }
+        match timed_fill(up, ubuf, dur).await {
+            Ok(k) if k > 0 => {}
+            Ok(_) if framing == Framing::UntilClose => return Ok(Body::Whole(body)),
+            _ => return Err("the upstream's body ended early"),
+        }
+    }
+}
+
+/// Reads a response to store, stores it and serves it; one larger than `max_object` streams
+/// through instead (chunked to an HTTP/1.1 client, to the close otherwise).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn store_and_serve<S: ClientStream>(
+    shard: &Rc<Shard>,
+    gen: &Rc<Generation>,
+    ctx: &mut Ctx,
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    mut ex: upstream::Exchange<'_>,
+    framing: Framing,
+    upstream_keep_alive: bool,
+    draft: Box<Draft>,
+    intake: &mut Intake,
+) -> Result<Next, Failure> {
+    let Some(c) = plan.cache.as_ref() else { return Err(Failure::new(ProxyError::Internal, Some(plan))) };
+    let dur = gen.cfg.timeouts.body;
+    let max = c.fill.store.borrow().def.max_object;
+    let read = read_bounded(&mut ex.conn.stream, &mut ex.buf, framing, max, gen.cfg.limits.max_trailer, dur).await;
+    ctx.upstream_done = Some(Instant::now());
+    let leftover = ex.buf.pending_len();
+    match read {
+        Err(detail) => {
+            shard.bufs.put(std::mem::take(&mut ex.buf.data));
+            // Nothing was sent yet: a held entry may still answer (RFC 5861 §4).
+            if let Some(hit) = stale_on_error(plan) {
+                return serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+            }
+            let mut f = Failure::new(ProxyError::UpstreamClosed, Some(plan));
+            f.detail = Some(detail.to_string());
+            Err(f)
+        }
+        Ok(Body::Whole(body)) => {
+            shard.bufs.put(std::mem::take(&mut ex.buf.data));
+            if upstream_keep_alive && leftover == 0 && framing != Framing::UntilClose {
+                gen.upstreams.checkin(ex.conn);
+            }
+            let status = draft.status;
+            let bucket = draft.bucket;
+            let entry = Rc::new(draft.finish(body));
+            let stored = c.fill.store.borrow_mut().insert(bucket, entry.clone());
+            if let Some(g) = &c.guard {
+                g.fill.stored.set(stored);
+            }
+            let fwd = if matches!(c.what, What::Validate) { "stale" } else { "miss" };
+            let ttl = cache::ttl(&entry, rules::now());
+            let hit = Hit::from_plan(plan, entry, Status::Forward { fwd, status: Some(status), stored, ttl: Some(ttl) });
+            serve(shard, gen, ctx, client, out, Box::new(hit), intake).await
+        }
+        Ok(Body::Over(prefix, decoder)) => stream_over(shard, gen, ctx, client, out, plan, ex, &draft, prefix, decoder).await,
+    }
+}
+
+/// A response found larger than `max_object` while being read: what was read, then the rest,
+/// relayed uncached.
+#[allow(clippy::too_many_arguments)]
+async fn stream_over<S: ClientStream>(
+    shard: &Shard,
+    gen: &Generation,
+    ctx: &mut Ctx,
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    mut ex: upstream::Exchange<'_>,
+    draft: &Draft,
+    prefix: Vec<u8>,
+    mut decoder: Option<ChunkedDecoder>,
+) -> Result<Next, Failure> {
+    let dur = gen.cfg.timeouts.body;
+    let chunked = plan.version == Version::Http11;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(draft.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(&draft.reason);
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in &draft.fields {
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    cache::put_status(out, Status::Forward { fwd: "miss", status: Some(draft.status), stored: false, ttl: None });
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(plan.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(plan.response_headers.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    ctx.status = draft.status;
+    let put = |out: &mut Vec<u8>, data: &[u8]| {
+        if chunked {
+            if !data.is_empty() {
+                super::put_chunk(out, data);
+            }
+        } else {
+            out.extend_from_slice(data);
+        }
+    };
+    put(out, &prefix);
+    let fail = |shard: &Shard, ex: &mut upstream::Exchange<'_>| shard.bufs.put(std::mem::take(&mut ex.buf.data));
+    if client_write(client, out, dur).await.is_err() {
+        fail(shard, &mut ex);
+        return Err(Failure::silent());
+    }
+    loop {
+        out.clear();
+        let done = match decoder.as_mut() {
+            Some(d) => {
+                let start = ex.buf.start;
+                let Ok((data, consumed, done)) = d.decode_in_place(&mut ex.buf.data[start..]) else {
+                    fail(shard, &mut ex);
+                    return Err(Failure::after_response(ProxyError::UpstreamClosed));
+                };
+                put(out, &ex.buf.data[start..start + data]);
+                ex.buf.consume(consumed);
+                done
+            }
+            None => {
+                let n = ex.buf.pending_len();
+                put(out, &ex.buf.data[ex.buf.start..ex.buf.start + n]);
+                ex.buf.consume(n);
+                false
+            }
+        };
+        if done {
+            if chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            let r = client_write(client, out, dur).await;
+            fail(shard, &mut ex);
+            return match r {
+                Ok(()) if chunked => Ok(Next::KeepAlive),
+                Ok(()) => Ok(Next::Close),
+                Err(_) => Err(Failure::silent()),
+            };
+        }
+        if !out.is_empty() && client_write(client, out, dur).await.is_err() {
+            fail(shard, &mut ex);
+            return Err(Failure::silent());
+        }
+        match timed_fill(&mut ex.conn.stream, &mut ex.buf, dur).await {
+            Ok(k) if k > 0 => {}
+            Ok(_) if decoder.is_none() => {
+                out.clear();
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                let r = client_write(client, out, dur).await;
+                fail(shard, &mut ex);
+                return match r {
+                    Ok(()) if chunked => Ok(Next::KeepAlive),
+                    Ok(()) => Ok(Next::Close),
+                    Err(_) => Err(Failure::silent()),
+                };
+            }
+            _ => {
+                fail(shard, &mut ex);
+                return Err(Failure::after_response(ProxyError::UpstreamClosed));
+            }
+        }
+    }
+}
+
+/// A stale entry's revalidation in the background: the response (a 304, or a new one that may
+/// be stored) replaces it; a failure leaves it as it was.
+async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Refresh>) {
+    let Refresh { mut head, fill, _guard } = *r;
+    let Some(policy) = gen.cfg.routes[route].cache.as_ref() else { return };
+    let service = gen.routes[route].service;
+    let ups = &gen.upstreams;
+    let shared = ups.shared(service);
+    let Some(_in_flight) = shared.enter() else { return };
+    if shared.breaker.as_ref().is_some_and(|b| b.admit() == upstream::Admit::No) {
+        return;
+    }
+    let max_head = gen.head_limits.max_head;
+    let edits = gen.cfg.routes[route].transform.response.as_ref().map(|t| &t.headers);
+    let planner = |b: &mut ReadBuf, _: &mut Vec<u8>| -> Result<Option<Head<(Classified, Framing, bool, u16)>>, ProxyError> {
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; crate::config::MAX_HEADERS_CAP];
+        let res = match parse::parse_response(b.pending(), &mut headers, false, max_head) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(bad) => return Err(ProxyError::BadResponse(bad.0)),
+        };
+        if res.code < 200 {
+            let n = res.head_len;
+            b.consume(n);
+            return Ok(Some(Head::Informational));
+        }
+        let c = classify(policy, &fill, &res, false, edits, rules::now());
+        let h = (c, res.framing, res.keep_alive, res.code);
+        let n = res.head_len;
+        b.consume(n);
+        Ok(Some(Head::Final(h)))
+    };
+    let req = upstream::Request { service, first: &mut head, replayable: true, idempotent: true, write_timeout: gen.cfg.timeouts.body, deadline: None, key: None };
+    let Ok((mut ex, Head::Final((class, framing, keep_alive, status)))) = upstream::call(ups, &shard.bufs, req, &mut NoBody, planner).await else { return };
+    ups.report(service, ex.conn.endpoint, upstream::Outcome::Responded(status));
+    if let Classified::Store(draft) = class {
+        let max = fill.store.borrow().def.max_object;
+        let read = read_bounded(&mut ex.conn.stream, &mut ex.buf, framing, max, gen.cfg.limits.max_trailer, gen.cfg.timeouts.body).await;
+        let leftover = ex.buf.pending_len();
+        shard.bufs.put(std::mem::take(&mut ex.buf.data));
+        if let Ok(Body::Whole(body)) = read {
+            let bucket = draft.bucket;
+            fill.store.borrow_mut().insert(bucket, Rc::new(draft.finish(body)));
+            if keep_alive && leftover == 0 && framing != Framing::UntilClose {
+                ups.checkin(ex.conn);
+            }
+        }
+    } else {
+        if matches!(class, Classified::Refreshed(_)) {
+            CacheMetrics::count(&metrics(&fill.store).revalidated);
+        }
+        let leftover = ex.buf.pending_len();
+        shard.bufs.put(std::mem::take(&mut ex.buf.data));
+        if status == 304 && keep_alive && leftover == 0 {
+            ups.checkin(ex.conn);
+        }
+    }
+}
+
+/// `Cache-Status` for a gateway error on a cached route.
+pub(super) fn error_status(extra: &mut HeaderBuf) {
+    extra.raw(b"Cache-Status: ringgate; fwd=miss; detail=error\r\n");
+}
