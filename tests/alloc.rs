@@ -124,6 +124,15 @@ fn proxied_keep_alive_requests_allocate_at_most_once() {
         "",
         b"GET /api/items/42?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: application/json\r\n\r\n",
     );
+    // A cache hit: served from the stored bytes (the response has no Cache-Control; the route's
+    // ttl makes it fresh for an hour).
+    let hit = allocations_per_request(
+        "[[caches]]\nname = \"edge\"\n",
+        "cache = \"edge\"\n[routes.cache_policy]\nttl = \"1h\"\n",
+        b"GET /api/items/42?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: application/json\r\n\r\n",
+    );
+    println!("heap allocations per cache hit on a keep-alive connection: {hit:.3} (the request future's box)");
+    assert!(hit < 1.1, "{hit} allocations per cache hit");
     println!("heap allocations per proxied keep-alive request (plain route): {plain:.3}");
     assert!(plain < 1.1, "{plain} allocations per request");
 

@@ -192,7 +192,7 @@ pub fn response_facts(res: &ResponseHead) -> ResponseFacts {
     let values = |name: &'static str| res.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     // Surrogate-Control (a gateway's own directives from the origin) takes precedence over
     // Cache-Control where it speaks.
-    let surrogate = rules::response_cc(values("surrogate-control"));
+    let surrogate = surrogate_cc(values("surrogate-control"));
     let mut cc = rules::response_cc(values("cache-control"));
     if surrogate.no_store {
         cc.no_store = true;
@@ -207,14 +207,57 @@ pub fn response_facts(res: &ResponseHead) -> ResponseFacts {
         cc,
         expires: first("expires").map(rules::http_date),
         date: first("date").and_then(rules::http_date),
-        age: first("age").and_then(|v| {
-            let v = parse::trim(v);
-            (!v.is_empty() && v.iter().all(u8::is_ascii_digit)).then(|| std::str::from_utf8(v).ok()?.parse::<i64>().ok()).flatten()
-        }).unwrap_or(0).min(i64::from(i32::MAX)),
+        age: age_value(values("age")),
         last_modified: first("last-modified").and_then(rules::http_date),
         vary_star,
         set_cookie: values("set-cookie").next().is_some(),
     }
+}
+
+/// The `Age` of a response (RFC 9111 §5.1). A value that is not one non-negative integer
+/// (a list, a parameter, a fraction, two field lines) cannot be trusted to be small: the response
+/// is taken as stale, which is safe.
+fn age_value<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> i64 {
+    const STALE: i64 = 1 << 31;
+    let Some(v) = lines.next() else { return 0 };
+    if lines.next().is_some() {
+        return STALE;
+    }
+    let v = parse::trim(v);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return STALE;
+    }
+    std::str::from_utf8(v).ok().and_then(|t| t.parse::<i64>().ok()).unwrap_or(STALE).min(STALE)
+}
+
+/// Fields a 304 does not change in a stored response: they describe its stored bytes
+/// (RFC 9111 §3.2 excepts the framing; the validator itself stays the stored one's).
+fn kept_on_refresh(name: &[u8]) -> bool {
+    const NAMES: &[&[u8]] = &[b"content-encoding", b"content-length", b"content-md5", b"content-range", b"etag"];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The name this cache answers to in `Surrogate-Capability` and targeted `Surrogate-Control`
+/// directives (Edge Architecture 1.0).
+pub const SURROGATE_NAME: &str = "ringgate";
+
+/// `Surrogate-Control` directives meant for this cache: untargeted ones and those targeted at
+/// `ringgate` (`max-age=60;ringgate`).
+fn surrogate_cc<'a>(values: impl Iterator<Item = &'a [u8]>) -> ResponseCc {
+    let mut mine = Vec::new();
+    for v in values {
+        for d in v.split(|&b| b == b',') {
+            let (directive, target) = match d.iter().position(|&b| b == b';') {
+                Some(i) => (&d[..i], Some(parse::trim(&d[i + 1..]))),
+                None => (d, None),
+            };
+            if target.is_none_or(|t| t.eq_ignore_ascii_case(SURROGATE_NAME.as_bytes())) {
+                mine.extend_from_slice(directive);
+                mine.push(b',');
+            }
+        }
+    }
+    rules::response_cc(std::iter::once(&mine[..]))
 }
 
 /// An entry being made from an upstream response: everything but the body.
@@ -348,7 +391,8 @@ impl Draft {
 /// ones of the same name (framing and hop-by-hop fields excepted), with new times.
 pub fn refreshed(e: &Entry, res: &ResponseHead, facts: &ResponseFacts, policy: &CachePolicy, request_time: i64, now: i64) -> Entry {
     let mut fields: Vec<(Box<[u8]>, Box<[u8]>)> = Vec::with_capacity(e.fields.len() + 2);
-    let updates = stored_fields(res, None);
+    let mut updates = stored_fields(res, None);
+    updates.retain(|(n, _)| !kept_on_refresh(n));
     for (n, v) in e.fields.iter() {
         if !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)) {
             fields.push((n.clone(), v.clone()));

@@ -194,10 +194,15 @@ pub fn heuristically_cacheable(status: u16) -> bool {
     matches!(status, 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
 }
 
-/// Statuses this cache stores at all (it understands them); 206 needs range support it does not
-/// have, and 304 only ever refreshes a stored response.
-pub fn understood(status: u16) -> bool {
+/// Statuses this cache stores at all: final ones, less 206 (it has no range support) and 304
+/// (which only ever refreshes a stored response).
+pub fn storable_status(status: u16) -> bool {
     (200..600).contains(&status) && !matches!(status, 206 | 304)
+}
+
+/// Statuses whose semantics this cache knows (those RFC 9110 defines), for `must-understand`.
+pub fn understood(status: u16) -> bool {
+    matches!(status, 200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505) && storable_status(status)
 }
 
 /// What of a response decides whether a shared cache may store it (RFC 9111 §3, §3.5).
@@ -212,12 +217,14 @@ pub struct StoreFacts {
     pub request_no_store: bool,
     /// The route gives freshness when the origin gives none.
     pub default_ttl: bool,
+    /// The route does not store responses that set cookies (`store_set_cookie = false`).
+    pub skip_set_cookie: bool,
 }
 
 /// Why a response is not stored, or None when it may be.
 pub fn not_storable(f: &StoreFacts) -> Option<&'static str> {
     let cc = &f.cc;
-    if !understood(f.status) || (cc.must_understand && !understood(f.status)) {
+    if !storable_status(f.status) || (cc.must_understand && !understood(f.status)) {
         return Some("status");
     }
     if cc.no_store || f.request_no_store {
@@ -233,9 +240,8 @@ pub fn not_storable(f: &StoreFacts) -> Option<&'static str> {
     if f.vary_star {
         return Some("vary-star");
     }
-    // A session cookie handed to every client of a shared cache is a leak: stored only when the
-    // origin says the response is for everyone.
-    if f.set_cookie && !(cc.public || cc.s_maxage.is_some()) {
+    // RFC 9111 lets a shared cache store (and replay) Set-Cookie; a route may refuse to.
+    if f.set_cookie && f.skip_set_cookie {
         return Some("set-cookie");
     }
     let explicit = cc.public || cc.max_age.is_some() || cc.s_maxage.is_some() || f.has_expires;
@@ -420,6 +426,7 @@ mod tests {
             authorization: false,
             request_no_store: false,
             default_ttl: false,
+            skip_set_cookie: false,
         };
         assert_eq!(not_storable(&base), None);
         assert_eq!(not_storable(&StoreFacts { status: 206, ..base }), Some("status"));
@@ -433,8 +440,10 @@ mod tests {
         assert_eq!(not_storable(&StoreFacts { authorization: true, cc: rcc("public"), ..base }), None);
         assert_eq!(not_storable(&StoreFacts { authorization: true, cc: rcc("must-revalidate"), ..base }), None);
         assert_eq!(not_storable(&StoreFacts { vary_star: true, ..base }), Some("vary-star"));
-        assert_eq!(not_storable(&StoreFacts { set_cookie: true, cc: rcc("max-age=5"), ..base }), Some("set-cookie"));
-        assert_eq!(not_storable(&StoreFacts { set_cookie: true, cc: rcc("public, max-age=5"), ..base }), None);
+        assert_eq!(not_storable(&StoreFacts { set_cookie: true, cc: rcc("max-age=5"), ..base }), None);
+        assert_eq!(not_storable(&StoreFacts { set_cookie: true, skip_set_cookie: true, cc: rcc("public, max-age=5"), ..base }), Some("set-cookie"));
+        assert_eq!(not_storable(&StoreFacts { status: 599, cc: rcc("max-age=5"), ..base }), None);
+        assert_eq!(not_storable(&StoreFacts { status: 599, cc: rcc("max-age=5, must-understand"), ..base }), Some("status"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub struct RawCachePolicy {
     pub stale_while_revalidate: Option<String>,
     pub stale_if_error: Option<String>,
     pub lock_timeout: Option<String>,
+    pub store_set_cookie: Option<bool>,
 }
 
 /// One `[[caches]]` store; each shard holds its own copy of it, up to `max_memory`.
@@ -66,6 +67,9 @@ pub struct CachePolicy {
     /// How long a request waits for another request's fill of the same key before going to
     /// the upstream itself.
     pub lock_timeout: Duration,
+    /// Responses with `Set-Cookie` are stored (and the cookie replayed to every client), as
+    /// RFC 9111 allows; false keeps them out of the cache.
+    pub store_set_cookie: bool,
 }
 
 impl CachePolicy {
@@ -180,6 +184,7 @@ pub(crate) fn route_cache(
         stale_while_revalidate: duration0(c, &format!("{pp}.stale_while_revalidate"), &r.stale_while_revalidate, Duration::ZERO),
         stale_if_error: duration0(c, &format!("{pp}.stale_if_error"), &r.stale_if_error, Duration::ZERO),
         lock_timeout: c.duration(&format!("{pp}.lock_timeout"), &r.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        store_set_cookie: r.store_set_cookie.unwrap_or(true),
     })
 }
 

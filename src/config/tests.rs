@@ -753,6 +753,8 @@ fn shipped_config_shows_every_key_and_the_defaults() {
         ("cluster", known_keys::<super::cluster::RawCluster>()),
         ("tls", known_keys::<super::tls::RawTls>()),
         ("mtls", known_keys::<super::tls::RawMtls>()),
+        ("caches", known_keys::<super::cache::RawCache>()),
+        ("routes.cache_policy", known_keys::<super::cache::RawCachePolicy>()),
     ];
     for (section, keys) in &sections {
         for key in keys.iter().flat_map(|(_, keys)| keys.iter()) {
@@ -786,11 +788,34 @@ fn shipped_config_shows_every_key_and_the_defaults() {
         ("allow_methods = ", "default: [\"GET\", \"HEAD\", \"POST\"]"),
         ("max_body = \"1MiB\"", "default: limits.max_body"),
         ("listen = \"127.0.0.1:9901\"", "default: off"),
+        ("max_memory = ", "default: 256MiB"),
+        ("ttl = ", "default: 0s"),
     ] {
         let line = text.lines().find(|l| l.starts_with(line_start)).unwrap();
         assert!(line.contains(default), "{line}");
     }
     assert!(text.contains("SHA-256 digests"));
+}
+
+#[test]
+fn cache_errors_name_their_keys() {
+    let route = |extra: &str| with_services(&format!("[[caches]]\nname = \"edge\"\n[[routes]]\npaths = [\"/\"]\nservice = \"users\"\n{extra}\n"));
+    check_paths(&[
+        ("unknown cache", route("cache = \"edje\""), &["routes[0].cache"]),
+        ("policy without a cache", route("[routes.cache_policy]\nttl = \"5s\""), &["routes[0].cache_policy"]),
+        ("bad key part", route("cache = \"edge\"\n[routes.cache_policy]\nkey = [\"path\", \"hdr:x\"]"), &["routes[0].cache_policy.key[1]"]),
+        ("key without path", route("cache = \"edge\"\n[routes.cache_policy]\nkey = [\"host\"]"), &["routes[0].cache_policy.key"]),
+        ("bad ttl", route("cache = \"edge\"\n[routes.cache_policy]\nttl = \"soon\""), &["routes[0].cache_policy.ttl"]),
+        ("unknown policy key", route("cache = \"edge\"\n[routes.cache_policy]\nttl_max = \"1s\""), &["routes[0].cache_policy.ttl_max"]),
+        (
+            "object over a quarter of memory",
+            format!("[[caches]]\nname = \"big\"\nmax_memory = \"1MiB\"\nmax_object = \"512KiB\"\n{}", route("")),
+            &["caches[0].max_object"],
+        ),
+        ("cache without a name", format!("[[caches]]\nmax_memory = \"1MiB\"\n{}", route("")), &["caches[0].name"]),
+    ]);
+    let ok = route("cache = \"edge\"\n[routes.cache_policy]\nkey = [\"method\", \"path\", \"header:Accept-Language\", \"consumer\"]\nstale_if_error = \"0s\"");
+    assert!(errors_of(&ok).is_empty(), "{:?}", errors_of(&ok));
 }
 
 #[test]

@@ -225,11 +225,22 @@ pub fn config_json(cfg: &Config, generation: u64) -> serde_json::Value {
                 "rate_limits": rp.rate_limits.iter().map(|&k| cfg.rate_limits[k].limit.name.clone()).collect::<Vec<_>>(),
                 "cors": rp.cors.is_some(),
                 "validate": { "content_types": rp.validate.content_types, "json": rp.validate.json, "max_json": rp.validate.max_json },
+                "cache": r.cache.as_ref().map(|c| json!({
+                    "cache": cfg.caches[c.cache].name,
+                    "ttl": dur(c.ttl),
+                    "key": c.key.iter().map(|k| format!("{k:?}").to_lowercase()).collect::<Vec<_>>(),
+                    "stale_while_revalidate": dur(c.stale_while_revalidate),
+                    "stale_if_error": dur(c.stale_if_error),
+                    "lock_timeout": dur(c.lock_timeout),
+                    "store_set_cookie": c.store_set_cookie,
+                })),
             })
         })
         .collect();
+    let caches: Vec<_> = cfg.caches.iter().map(|c| json!({"name": c.name, "max_memory": c.max_memory, "max_object": c.max_object, "max_variants": c.max_variants})).collect();
     json!({
         "generation": generation,
+        "caches": caches,
         "server": {
             "listen": cfg.server.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "workers": cfg.server.workers, "pin_cores": cfg.server.pin_cores, "driver": format!("{:?}", cfg.server.driver).to_lowercase(),

@@ -94,9 +94,9 @@ pub(super) enum What {
 
 /// What the lookup of a request decided.
 pub(super) enum Looked {
-    Hit(Box<Hit>),
+    Hit(Hit),
     /// A stale hit to serve and revalidate: the forwarded head is still to be written.
-    StaleHit(Box<Hit>, FillCtx, FillGuard),
+    StaleHit(Hit, FillCtx, FillGuard),
     Forward(Box<CachePlan>),
     NotCached,
 }
@@ -152,7 +152,7 @@ pub(super) fn lookup(
         let found = cache::lookup(&store.borrow(), key, &url, req.headers, &req_cc, now);
         let m = metrics(store);
         let hit = |entry: Rc<Entry>, status| {
-            Box::new(Hit {
+            Hit {
                 not_modified: Conditional::of_hit(req, &entry),
                 entry,
                 status,
@@ -162,7 +162,7 @@ pub(super) fn lookup(
                 response_headers,
                 route,
                 refresh: None,
-            })
+            }
         };
         match found {
             Found::Hit { entry, stale: false } => {
@@ -213,6 +213,9 @@ impl Conditional {
     }
 }
 
+/// Announces this cache to the origin, which may then target `Surrogate-Control` at it.
+pub(super) const SURROGATE_CAPABILITY: &[u8] = b"Surrogate-Capability: ringgate=\"Surrogate/1.0\"\r\n";
+
 /// The validators sent upstream for a held entry (RFC 9111 §4.3.1).
 pub(super) fn validators(e: &Entry, lines: &mut HeaderBuf) {
     if let Some(etag) = e.field("etag") {
@@ -224,7 +227,7 @@ pub(super) fn validators(e: &Entry, lines: &mut HeaderBuf) {
 }
 
 impl Hit {
-    pub(super) fn stale_with_refresh(mut hit: Box<Hit>, head: &[u8], fill: FillCtx, guard: FillGuard) -> Box<Hit> {
+    pub(super) fn stale_with_refresh(mut hit: Hit, head: &[u8], fill: FillCtx, guard: FillGuard) -> Hit {
         hit.refresh = Some(Box::new(Refresh { head: head.to_vec(), fill, _guard: guard }));
         hit
     }
@@ -252,7 +255,7 @@ pub(super) async fn serve<S: ClientStream>(
     ctx: &mut Ctx,
     client: &mut Client<S>,
     out: &mut Vec<u8>,
-    mut hit: Box<Hit>,
+    mut hit: Hit,
     intake: &mut Intake,
 ) -> Result<Next, Failure> {
     if let Some(r) = hit.refresh.take() {
@@ -438,6 +441,7 @@ fn classify(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_reque
         authorization: fill.authorization,
         request_no_store: fill.req_cc.no_store,
         default_ttl: !policy.ttl.is_zero(),
+        skip_set_cookie: !policy.store_set_cookie,
     });
     let max = fill.store.borrow().def.max_object;
     let fits = match res.framing {
@@ -507,7 +511,7 @@ fn invalidate(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead) {
 }
 
 /// After waiting for another request's fill: the stored response, if it answers this request.
-pub(super) fn after_wait(plan: &Plan) -> Option<Box<Hit>> {
+pub(super) fn after_wait(plan: &Plan) -> Option<Hit> {
     let c = plan.cache.as_ref()?;
     let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut headers);
@@ -518,7 +522,7 @@ pub(super) fn after_wait(plan: &Plan) -> Option<Box<Hit>> {
         Found::Hit { entry, .. } => {
             CacheMetrics::count(&metrics(&c.fill.store).collapsed);
             let ttl = cache::ttl(&entry, now);
-            Some(Box::new(Hit::from_plan(plan, entry, Status::Collapsed { ttl })))
+            Some(Hit::from_plan(plan, entry, Status::Collapsed { ttl }))
         }
         _ => None,
     }
@@ -601,7 +605,7 @@ pub(super) async fn store_and_serve<S: ClientStream>(
             shard.bufs.put(std::mem::take(&mut ex.buf.data));
             // Nothing was sent yet: a held entry may still answer (RFC 5861 §4).
             if let Some(hit) = stale_on_error(plan) {
-                return serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+                return serve(shard, gen, ctx, client, out, hit, intake).await;
             }
             let mut f = Failure::new(ProxyError::UpstreamClosed, Some(plan));
             f.detail = Some(detail.to_string());
@@ -622,7 +626,7 @@ pub(super) async fn store_and_serve<S: ClientStream>(
             let fwd = if matches!(c.what, What::Validate) { "stale" } else { "miss" };
             let ttl = cache::ttl(&entry, rules::now());
             let hit = Hit::from_plan(plan, entry, Status::Forward { fwd, status: Some(status), stored, ttl: Some(ttl) });
-            serve(shard, gen, ctx, client, out, Box::new(hit), intake).await
+            serve(shard, gen, ctx, client, out, hit, intake).await
         }
         Ok(Body::Over(prefix, decoder)) => stream_over(shard, gen, ctx, client, out, plan, ex, &draft, prefix, decoder).await,
     }

@@ -340,7 +340,7 @@ async fn request<S: ClientStream>(
     if in_flight.is_none() || open {
         // RFC 5861 §4: a stale response rather than an error, where the entry allows it.
         if let Some(hit) = cached::stale_on_error(&plan) {
-            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+            return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
         }
     }
     let Some(_in_flight) = in_flight else { return Err(Failure::new(ProxyError::Overloaded, Some(&plan))) };
@@ -372,7 +372,7 @@ async fn request<S: ClientStream>(
             ctx.os_error = e.os_error;
             if e.err.side() == Side::Upstream {
                 if let Some(hit) = cached::stale_on_error(&plan) {
-                    return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+                    return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
                 }
             }
             let mut f = Failure::new(e.err, Some(&plan));
@@ -417,7 +417,7 @@ async fn request<S: ClientStream>(
             let ttl = crate::cache::ttl(&entry, crate::cache::rules::now());
             let status = crate::cache::Status::Forward { fwd: "stale", status: Some(304), stored: true, ttl: Some(ttl) };
             let hit = cached::Hit::from_plan(&plan, entry, status);
-            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+            return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
         }
         cached::Action::Stale(entry, status) => {
             // The failed response's body is not read: its connection is not reused.
@@ -425,7 +425,7 @@ async fn request<S: ClientStream>(
             let ttl = crate::cache::ttl(&entry, crate::cache::rules::now());
             let status = crate::cache::Status::StaleIfError { status: Some(status), ttl };
             let hit = cached::Hit::from_plan(&plan, entry, status);
-            return cached::serve(shard, gen, ctx, client, out, Box::new(hit), intake).await;
+            return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
         }
     }
     let (mut up, mut ubuf, _active) = (ex.conn, ex.buf, ex.active);
@@ -530,7 +530,7 @@ struct HeadInfo {
 enum Outcome {
     Forward(Plan),
     /// Served from the cache.
-    Hit(Box<cached::Hit>),
+    Hit(cached::Hit),
     Reject(Failure),
     /// Answered by the gateway itself (a CORS preflight).
     Reply(Reply),
@@ -704,6 +704,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
             }
             cached::Looked::NotCached => return reject(head, ProxyError::NotCached, admitted.response_headers),
         }
+        admitted.forward_headers.raw(cached::SURROGATE_CAPABILITY);
     }
     // The cache asks the upstream for the whole response, with its own validators.
     let strip_conditionals = stale_hit.is_some()

@@ -31,6 +31,7 @@ fn route(name: &str, paths: &[&str], hosts: &[&str], methods: &[&str]) -> Route 
         timeout: None,
         transform: Default::default(),
         aggregate: None,
+        cache: None,
     }
 }
 
