@@ -9,6 +9,9 @@
 #   scripts/cache-conformance.sh --nginx
 #       start nginx (proxy_cache, proxy_cache_revalidate, proxy_cache_lock) in front of the server
 #       itself, as a reference
+#   scripts/cache-conformance.sh --ringgate target/release/ringgate --min-required 158
+#       start ringgate (one worker, one route "/" cached with the defaults) in front of the server,
+#       and fail unless at least that many required tests pass
 #   scripts/cache-conformance.sh --serve-only --server-port 8701
 #       only run the origin server (until Ctrl-C), e.g. to poke at the cache by hand
 #
@@ -23,6 +26,8 @@
 #   --json FILE       keep the raw results (JSON: test id -> true | [error kind, message])
 #   --failed          list the required and optimal tests that did not pass, with their kind
 #   --timeout SECS    give up on the suite run after this long (default 600)
+#   --ringgate BIN    start ringgate from BIN as the cache (its config is written to the work dir)
+#   --min-required N  exit 1 when fewer than N required tests pass
 # Environment: CACHE_TESTS_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/ringgate/cache-tests), where
 # the npm package is installed on first use; CACHE_TESTS_VERSION (default 0.4.5); NGINX (binary).
 #
@@ -37,7 +42,7 @@ set -euo pipefail
 die() { echo "cache-conformance: $*" >&2; exit 2; }
 
 server_port="" base="" use_nginx=false nginx_port="" start_server=true serve_only=false
-test_id="" json_out="" show_failed=false run_timeout=600
+test_id="" json_out="" show_failed=false run_timeout=600 ringgate_bin="" min_required=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --server-port|--upstream-port) server_port="${2:?}"; shift 2 ;;
@@ -50,13 +55,16 @@ while [[ $# -gt 0 ]]; do
     --json) json_out="${2:?}"; shift 2 ;;
     --failed) show_failed=true; shift ;;
     --timeout) run_timeout="${2:?}"; shift 2 ;;
+    --ringgate) ringgate_bin="${2:?}"; shift 2 ;;
+    --min-required) min_required="${2:?}"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 if ! $serve_only; then
   $use_nginx && [[ -n "$base" ]] && die "give either --base or --nginx, not both"
-  $use_nginx || [[ -n "$base" ]] || die "give --base URL (a cache in front of the suite's server) or --nginx"
+  [[ -n "$ringgate_bin" ]] && { $use_nginx || [[ -n "$base" ]]; } && die "give one of --base, --nginx, --ringgate"
+  $use_nginx || [[ -n "$base" || -n "$ringgate_bin" ]] || die "give --base URL (a cache in front of the suite's server), --nginx or --ringgate BIN"
 fi
 $start_server || [[ -n "$server_port" ]] || die "--no-server needs --server-port"
 
@@ -175,6 +183,33 @@ EOF
   echo "== $("$nginx" -v 2>&1) on $base (pid ${pids[-1]})" >&2
 fi
 
+# --- ringgate as the cache -----------------------------------------------------------------------
+if [[ -n "$ringgate_bin" ]]; then
+  [[ -x "$ringgate_bin" ]] || die "no ringgate binary at $ringgate_bin"
+  rg_port=$(free_port)
+  cat > "$work/ringgate.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$rg_port"]
+workers = 1
+pin_cores = false
+[[caches]]
+name = "edge"
+[[services]]
+name = "origin"
+upstreams = ["127.0.0.1:$server_port"]
+[[routes]]
+name = "all"
+paths = ["/"]
+service = "origin"
+cache = "edge"
+EOF
+  "$ringgate_bin" serve --config "$work/ringgate.toml" > "$work/ringgate.log" 2>&1 &
+  pids+=($!)
+  wait_port "$rg_port" "$!" "ringgate ($work/ringgate.log: $(tail -3 "$work/ringgate.log" 2>/dev/null))"
+  base="http://127.0.0.1:$rg_port"
+  echo "== ringgate on $base (pid ${pids[-1]})" >&2
+fi
+
 # --- the run --------------------------------------------------------------------------------------
 base="${base%/}" # the client appends /test/<uuid>, /config/<uuid>, /state/<uuid>
 if [[ -n "$test_id" ]]; then
@@ -232,4 +267,8 @@ console.log(`required: ${r[0]}/${r[1]} passed, overall: ${r[0] + o[0]}/${r[1] + 
 EOF
 flags=()
 $show_failed && flags+=(--failed)
-node "$work/summarize.mjs" "$pkg" "$work/results.json" "${flags[@]}"
+node "$work/summarize.mjs" "$pkg" "$work/results.json" "${flags[@]}" | tee "$work/summary.txt"
+if (( min_required > 0 )); then
+  got=$(sed -n 's/^required: \([0-9]*\)\/.*/\1/p' "$work/summary.txt")
+  (( got >= min_required )) || { echo "cache-conformance: $got required tests passed, fewer than $min_required" >&2; exit 1; }
+fi
