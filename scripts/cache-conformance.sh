@@ -78,7 +78,7 @@ pkg="$dir/node_modules/http-cache-tests"
 if [[ ! -f "$pkg/package.json" ]] || ! grep -q "\"version\": \"$version\"" "$pkg/package.json"; then
   echo "== installing http-cache-tests@$version into $dir" >&2
   mkdir -p "$dir"
-  npm install --silent --no-audit --no-fund --prefix "$dir" "http-cache-tests@$version" >&2
+  npm install --silent --no-audit --no-fund --prefix "$dir" "http-cache-tests@$version" >&2 || die "npm install http-cache-tests@$version failed"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cache-conformance.XXXXXX")
