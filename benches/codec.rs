@@ -68,6 +68,7 @@ fn many_routes() -> Vec<Route> {
         timeout: None,
         transform: Default::default(),
         aggregate: None,
+        cache: None,
     };
     for s in 0..40 {
         for (r, res) in ["users", "orders", "items", "events", "reports"].iter().enumerate() {

@@ -239,7 +239,7 @@ fn purges_reach_every_shard() {
         assert_eq!(get(c, "/cat/hats", "").status, 200);
     }
     let shards = n.load(Ordering::SeqCst) / 2;
-    assert!(shards >= 1 && shards <= 2, "{} origin requests", n.load(Ordering::SeqCst));
+    assert!((1..=2).contains(&shards), "{} origin requests", n.load(Ordering::SeqCst));
     let a = gw.gateway().admin_addr.unwrap();
     let (status, body) = admin(a, "DELETE", "/cache?url=http%3A%2F%2Fshop.test%2Fcat%2Fshoes%3Fpage%3D1");
     assert_eq!(status, 200, "{body}");
@@ -438,4 +438,29 @@ fn a_kept_alive_connection_gets_one_answer_per_request_whatever_the_cache_does()
     statuses.push(c.read_response().expect("304 answer").status);
     assert_eq!(statuses, [200, 200, 502, 200, 200, 200, 200, 200, 304]);
     assert!(c.read_bounded(1, Duration::from_millis(200)).is_empty(), "nothing more");
+}
+
+#[test]
+fn a_reload_keeps_the_stored_responses_of_a_cache_it_keeps() {
+    let (up, n) = origin(|_, k| ok("Cache-Control: max-age=300\r\n", &format!("v{k}")));
+    let toml = |extra: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n[[caches]]\nname = \"edge\"\n{extra}\n\
+             [[services]]\nname = \"svc\"\nupstreams = [\"{}\"]\n\
+             [[routes]]\nname = \"products\"\npaths = [\"/\"]\nservice = \"svc\"\ncache = \"edge\"\n",
+            up.addr
+        )
+    };
+    let gw = Gw::start(&toml(""));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(get(&mut c, "/kept", "").body_str(), "v1");
+    // Same cache, another bound: kept.
+    let cfg = ringgate::config::Config::parse(&toml("max_memory = \"32MiB\"")).unwrap();
+    gw.gateway().reload_with(cfg).expect("reload");
+    thread::sleep(Duration::from_millis(200));
+    let mut c = Client::connect(gw.addr);
+    let r = get(&mut c, "/kept", "");
+    assert_eq!(r.body_str(), "v1");
+    assert!(status_of(&r).contains("hit"), "{}", r.head);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
 }

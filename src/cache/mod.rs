@@ -18,7 +18,7 @@ use crate::config::cache::{CachePolicy, KeyPart};
 use crate::http::parse::{self, RequestHead, ResponseHead};
 use crate::policy::stage;
 use rules::{RequestCc, ResponseCc, Times, Use};
-pub use store::{Entry, Fill, FillGuard, Store};
+pub use store::{Entry, Field, Fill, FillGuard, Store, VaryValue};
 
 /// A request's place in a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,10 +266,10 @@ pub struct Draft {
     pub url: Box<[u8]>,
     pub host_len: usize,
     pub secondary: u64,
-    pub vary: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
+    pub vary: Vec<VaryValue>,
     pub status: u16,
     pub reason: Box<[u8]>,
-    pub fields: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub fields: Vec<Field>,
     pub times: Times,
     pub lifetime: i64,
     pub cc: ResponseCc,
@@ -289,7 +289,7 @@ pub struct DraftRequest<'a> {
 
 /// The stored fields of a response: what it sent, less hop-by-hop and framing fields and those
 /// its `Connection` names, edited as the route says.
-pub fn stored_fields(res: &ResponseHead, edits: Option<&crate::config::transform::HeaderEdits>) -> Vec<(Box<[u8]>, Box<[u8]>)> {
+pub fn stored_fields(res: &ResponseHead, edits: Option<&crate::config::transform::HeaderEdits>) -> Vec<Field> {
     use crate::policy::transform::{field, Field};
     let mut out = Vec::with_capacity(res.headers.len());
     for h in res.headers {
@@ -306,7 +306,7 @@ pub fn stored_fields(res: &ResponseHead, edits: Option<&crate::config::transform
     out
 }
 
-pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields: Vec<(Box<[u8]>, Box<[u8]>)>, now: i64) -> Draft {
+pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields: Vec<Field>, now: i64) -> Draft {
     let date = facts.date.unwrap_or(now);
     let lifetime = rules::lifetime(res.code, &facts.cc, facts.expires, date, facts.last_modified, r.policy.ttl);
     let mut vary = Vec::new();
@@ -314,7 +314,7 @@ pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields
     for v in res.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("vary")) {
         for name in v.value.split(|&b| b == b',') {
             let name = parse::trim(name).to_ascii_lowercase();
-            if name.is_empty() || vary.iter().any(|(n, _): &(Box<[u8]>, _)| **n == name[..]) {
+            if name.is_empty() || vary.iter().any(|(n, _): &VaryValue| **n == name[..]) {
                 continue;
             }
             let value = vary_value(r.request_headers, &name, &mut scratch).then(|| scratch.clone().into_boxed_slice());
@@ -345,7 +345,7 @@ pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields
 }
 
 /// Status line, fields and framing of a stored response.
-fn entry_head(status: u16, reason: &[u8], fields: &[(Box<[u8]>, Box<[u8]>)], body_len: usize) -> Box<[u8]> {
+fn entry_head(status: u16, reason: &[u8], fields: &[Field], body_len: usize) -> Box<[u8]> {
     let mut head = Vec::with_capacity(64 + fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
@@ -390,7 +390,7 @@ impl Draft {
 /// A stored response refreshed by a 304 (RFC 9111 §4.3.4): the 304's fields replace the stored
 /// ones of the same name (framing and hop-by-hop fields excepted), with new times.
 pub fn refreshed(e: &Entry, res: &ResponseHead, facts: &ResponseFacts, policy: &CachePolicy, request_time: i64, now: i64) -> Entry {
-    let mut fields: Vec<(Box<[u8]>, Box<[u8]>)> = Vec::with_capacity(e.fields.len() + 2);
+    let mut fields: Vec<Field> = Vec::with_capacity(e.fields.len() + 2);
     let mut updates = stored_fields(res, None);
     updates.retain(|(n, _)| !kept_on_refresh(n));
     for (n, v) in e.fields.iter() {

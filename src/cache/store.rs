@@ -17,6 +17,13 @@ use crate::observe::metrics::CacheMetrics;
 /// places, rounded up.
 pub const ENTRY_OVERHEAD: usize = 384;
 
+/// A stored header field: (name, value).
+pub type Field = (Box<[u8]>, Box<[u8]>);
+
+/// A request's value of a field the response varies on: (lower-case name, normalised value, or
+/// None when the request had no such field).
+pub type VaryValue = (Box<[u8]>, Option<Box<[u8]>>);
+
 /// A stored response, immutable once stored (a refresh stores a new one); shared by every
 /// request serving it.
 pub struct Entry {
@@ -26,10 +33,10 @@ pub struct Entry {
     /// Hash of the key's other parts (headers, cookies, consumer).
     pub secondary: u64,
     /// Request values of the fields the response varies on: (lower-case name, normalised value).
-    pub vary: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
+    pub vary: Vec<VaryValue>,
     pub status: u16,
     /// The stored header fields (no hop-by-hop fields, no framing, no Age), as (name, value).
-    pub fields: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub fields: Vec<Field>,
     /// Status line, fields and `Content-Length`, ready to send (without the end of the head).
     pub head: Box<[u8]>,
     pub body: Box<[u8]>,

@@ -956,6 +956,7 @@ fn pattern_fix(path: &str) -> Option<String> {
     })
 }
 
+#[allow(clippy::too_many_arguments)] // the route's slice of every other section it refers to
 /// Always returns a route, even one with problems, so that later checks (names, conflicts) see
 /// every route at its own index. A route whose service is unknown gets service 0; the error
 /// already recorded means such a config is never returned.

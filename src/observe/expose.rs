@@ -355,7 +355,8 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
                 o.sample("ringgate_cache_responses_total", &format!("cache=\"{}\",result=\"{result}\"", label(name)), n);
             }
         }
-        let counters: [(&str, &str, fn(&crate::observe::metrics::CacheSnap) -> u64); 4] = [
+        type Counter = (&'static str, &'static str, fn(&crate::observe::metrics::CacheSnap) -> u64);
+        let counters: [Counter; 4] = [
             ("ringgate_cache_stored_total", "Responses stored.", |c| c.stored),
             ("ringgate_cache_evicted_total", "Entries evicted to stay within max_memory.", |c| c.evicted),
             ("ringgate_cache_purged_total", "Entries removed by purges on the admin listener.", |c| c.purged),

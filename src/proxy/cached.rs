@@ -319,7 +319,13 @@ unsafe impl IoVecBuf for HeadBody {
     }
 }
 
-thread_local!(static IOVS: RefCell<Vec<Box<[libc::iovec; 2]>>> = const { RefCell::new(Vec::new()) });
+// Boxed on purpose: the kernel reads the iovecs while the value holding the box moves.
+#[allow(clippy::vec_box)]
+mod iovs {
+    use std::cell::RefCell;
+    thread_local!(pub static IOVS: RefCell<Vec<Box<[libc::iovec; 2]>>> = const { RefCell::new(Vec::new()) });
+}
+use iovs::IOVS;
 
 async fn write_head_body<S: ClientStream>(client: &mut Client<S>, out: &mut Vec<u8>, entry: Rc<Entry>, dur: Duration) -> bool {
     let iov = IOVS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| Box::new([libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2]));
@@ -747,6 +753,14 @@ async fn stream_over<S: ClientStream>(
     }
 }
 
+/// The response to a background revalidation, as its head decided.
+struct RefreshHead {
+    class: Classified,
+    framing: Framing,
+    keep_alive: bool,
+    status: u16,
+}
+
 /// A stale entry's revalidation in the background: the response (a 304, or a new one that may
 /// be stored) replaces it; a failure leaves it as it was.
 async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Refresh>) {
@@ -761,7 +775,7 @@ async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Ref
     }
     let max_head = gen.head_limits.max_head;
     let edits = gen.cfg.routes[route].transform.response.as_ref().map(|t| &t.headers);
-    let planner = |b: &mut ReadBuf, _: &mut Vec<u8>| -> Result<Option<Head<(Classified, Framing, bool, u16)>>, ProxyError> {
+    let planner = |b: &mut ReadBuf, _: &mut Vec<u8>| -> Result<Option<Head<RefreshHead>>, ProxyError> {
         let mut headers = [const { std::mem::MaybeUninit::uninit() }; crate::config::MAX_HEADERS_CAP];
         let res = match parse::parse_response(b.pending(), &mut headers, false, max_head) {
             Ok(Some(r)) => r,
@@ -774,13 +788,13 @@ async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Ref
             return Ok(Some(Head::Informational));
         }
         let c = classify(policy, &fill, &res, false, edits, rules::now());
-        let h = (c, res.framing, res.keep_alive, res.code);
+        let h = RefreshHead { class: c, framing: res.framing, keep_alive: res.keep_alive, status: res.code };
         let n = res.head_len;
         b.consume(n);
         Ok(Some(Head::Final(h)))
     };
     let req = upstream::Request { service, first: &mut head, replayable: true, idempotent: true, write_timeout: gen.cfg.timeouts.body, deadline: None, key: None };
-    let Ok((mut ex, Head::Final((class, framing, keep_alive, status)))) = upstream::call(ups, &shard.bufs, req, &mut NoBody, planner).await else { return };
+    let Ok((mut ex, Head::Final(RefreshHead { class, framing, keep_alive, status }))) = upstream::call(ups, &shard.bufs, req, &mut NoBody, planner).await else { return };
     ups.report(service, ex.conn.endpoint, upstream::Outcome::Responded(status));
     if let Classified::Store(draft) = class {
         let max = fill.store.borrow().def.max_object;
