@@ -88,6 +88,49 @@ fn template_values_cannot_escape_their_place() {
 }
 
 #[test]
+fn any_claim_of_the_verified_token_fills_a_template() {
+    let up = upstream();
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\
+         [[jwt]]\nname = \"main\"\n[[jwt.keys]]\nalg = \"HS256\"\nsecret = \"{SECRET}\"\n\
+         [[services]]\nname = \"svc\"\nupstreams = [\"{}\"]\n\
+         [[routes]]\nname = \"t\"\npaths = [\"/t\"]\nservice = \"svc\"\nauth = [\"main\"]\n\
+         [routes.transform.request]\n\
+         set_headers = {{ \"X-Tenant\" = \"{{claim.tenant}}\", \"X-Level\" = \"{{claim.level}}\", \"X-None\" = \"[{{claim.missing}}]\" }}\n\
+         rewrite = {{ from = \"^/t/(.*)$\", to = \"/tenants/{{claim.tenant}}/$1\" }}\n",
+        up.addr
+    );
+    let gw = Gw::start(&toml);
+    let token = |tenant: &str| {
+        let claims = serde_json::json!({ "sub": "alice", "tenant": tenant, "level": 3, "exp": 4_102_444_800u64 });
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    };
+    let mut c = Client::connect(gw.addr);
+    // Twice: verified, then from the token cache.
+    for _ in 0..2 {
+        let r = c.request(format!("GET /t/items HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {}\r\n\r\n", token("acme")).as_bytes());
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+    let got = up.requests();
+    for g in &got {
+        assert_eq!(g.request_line(), "GET /tenants/acme/items HTTP/1.1");
+        assert_eq!(g.headers("x-tenant"), ["acme"]);
+        assert_eq!(g.headers("x-level"), ["3"], "a number as its JSON text");
+        assert_eq!(g.headers("x-none"), ["[]"], "an absent claim renders empty");
+    }
+    // A claim that tries to leave its path segment stays one segment.
+    let r = c.request(format!("GET /t/items HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {}\r\n\r\n", token("../admin?x=1")).as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests()[2].request_line(), "GET /tenants/..%2Fadmin%3Fx%3D1/items HTTP/1.1");
+    // A claim with CR LF is not a header value: it renders empty, never written.
+    let r = c.request(format!("GET /t/items HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {}\r\n\r\n", token("a\r\nX-Admin: 1")).as_bytes());
+    assert_eq!(r.status, 200);
+    let last = &up.requests()[3];
+    assert_eq!(last.headers("x-tenant"), [""] as [&str; 1]);
+    assert!(last.headers("x-admin").is_empty());
+}
+
+#[test]
 fn transform_config_errors_name_their_keys() {
     let base = "[[services]]\nname = \"svc\"\nupstreams = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"svc\"\n";
     let cases = [

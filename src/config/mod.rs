@@ -628,7 +628,9 @@ fn validate(raw: RawConfig, base: &Path, errors: &mut Vec<ConfigError>) -> Optio
         access_query: raw.log.access_query.unwrap_or(false),
     };
     let security = policy::security(&mut c, &raw.security);
-    let jwt: Vec<JwtProvider> = raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base)).collect();
+    let template_claims = transform::template_claims(&raw.routes);
+    let jwt: Vec<JwtProvider> =
+        raw.jwt.iter().enumerate().filter_map(|(i, r)| policy::jwt(&mut c, i, r, base, &template_claims)).collect();
     let api_keys: Vec<ApiKeySet> = raw.api_keys.iter().enumerate().filter_map(|(i, r)| policy::api_keys(&mut c, i, r)).collect();
     let cluster = cluster::settings(&mut c, raw.cluster.as_ref());
     let mut warnings = Vec::new();

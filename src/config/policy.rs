@@ -202,7 +202,7 @@ pub(crate) fn security(c: &mut Checker, raw: &RawSecurity) -> Security {
     }
 }
 
-pub(crate) fn jwt(c: &mut Checker, i: usize, raw: &RawJwt, base: &std::path::Path) -> Option<JwtProvider> {
+pub(crate) fn jwt(c: &mut Checker, i: usize, raw: &RawJwt, base: &std::path::Path, template_claims: &[String]) -> Option<JwtProvider> {
     let p = format!("jwt[{i}]");
     let Some(name) = raw.name.clone().filter(|n| !n.is_empty()) else {
         c.err(format!("{p}.name"), "missing", "add name = \"main\" (routes refer to it in auth = [...])");
@@ -256,6 +256,7 @@ pub(crate) fn jwt(c: &mut Checker, i: usize, raw: &RawJwt, base: &std::path::Pat
         keys,
         jwks_file,
         forward_claims: forward.clone(),
+        template_claims: template_claims.to_vec(),
     };
     let cache_size = c.int(&format!("{p}.cache_size"), raw.cache_size, 10_000, 0, 10_000_000) as usize;
     if c.errors.len() > errors_before {

@@ -171,6 +171,9 @@ pub enum Part {
     Consumer,
     /// `{claim.sub}`: the verified JWT's subject.
     ClaimSub,
+    /// `{claim.NAME}`: another claim of the verified JWT (strings as they are, numbers and
+    /// booleans as JSON text; absent, null, arrays and objects render empty).
+    Claim(String),
     /// `{header.NAME}`: the request's first header of that name.
     Header(String),
     /// `{query.NAME}`: the request's query parameter (still percent-encoded as sent).
@@ -275,6 +278,7 @@ pub(crate) fn template(c: &mut Checker, path: &str, text: &str, request_vars: bo
             "consumer" => Some(Part::Consumer),
             "claim.sub" => Some(Part::ClaimSub),
             "path" => Some(Part::Path),
+            v if v.starts_with("claim.") && v.len() > 6 => Some(Part::Claim(v[6..].to_string())),
             v => v
                 .strip_prefix("header.")
                 .filter(|n| !n.is_empty())
@@ -291,7 +295,7 @@ pub(crate) fn template(c: &mut Checker, path: &str, text: &str, request_vars: bo
             None if request_vars => c.err(
                 path,
                 format!("unknown template variable `{{{var}}}`"),
-                "use {consumer}, {claim.sub}, {header.NAME}, {query.NAME}, {path} or {request_id}",
+                "use {consumer}, {claim.sub}, {claim.NAME}, {header.NAME}, {query.NAME}, {path} or {request_id}",
             ),
             None => c.err(path, format!("`{{{var}}}` is not known in a response"), "response values may use {request_id} only"),
         }
@@ -455,4 +459,35 @@ pub(crate) fn aggregate(c: &mut Checker, p: &str, raw: &RawAggregate, services: 
         parts.push(AggPart { key, service, path: template(c, &format!("{pp}.path"), path, true), timeout: part_timeout.min(timeout), required: rp.required.unwrap_or(true) });
     }
     Some(Aggregate { timeout, merge: raw.merge.unwrap_or(false), max_part, parts })
+}
+
+/// The claims (other than `sub`) that request templates of these routes name, so the JWT
+/// verifiers read them from tokens: `{claim.tenant}` -> "tenant".
+pub(crate) fn template_claims(routes: &[super::raw::RawRoute]) -> Vec<String> {
+    let mut texts: Vec<&str> = Vec::new();
+    for r in routes {
+        if let Some(req) = r.transform.as_ref().and_then(|t| t.request.as_ref()) {
+            texts.extend(req.set_headers.iter().flatten().map(|(_, v)| v.as_str()));
+            texts.extend(req.query.iter().flat_map(|q| q.set.iter().flatten()).map(|(_, v)| v.as_str()));
+            texts.extend(req.json.iter().flat_map(|j| j.set.iter().flatten()).map(|(_, v)| v.as_str()));
+            texts.extend(req.rewrite.iter().filter_map(|rw| rw.to.as_deref()));
+        }
+        if let Some(a) = &r.aggregate {
+            texts.extend(a.parts.iter().flatten().filter_map(|p| p.path.as_deref()));
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for t in texts {
+        let mut rest = t;
+        while let Some(i) = rest.find("{claim.") {
+            let after = &rest[i + 7..];
+            let Some(end) = after.find('}') else { break };
+            let name = &after[..end];
+            if !name.is_empty() && name != "sub" && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+            rest = &after[end..];
+        }
+    }
+    names
 }

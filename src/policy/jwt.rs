@@ -67,6 +67,8 @@ pub struct JwtConfig {
     /// (claim name, header name), e.g. `("sub", "X-Consumer-Id")`. The request path must remove
     /// these headers from the client's request before adding them, or a client could set them.
     pub forward_claims: Vec<(String, String)>,
+    /// Claims the routes' templates use (`{claim.NAME}`), read into [`Claims::templated`].
+    pub template_claims: Vec<String>,
 }
 
 /// Allowed clock skew when none is configured (Envoy's default).
@@ -83,6 +85,7 @@ impl Default for JwtConfig {
             keys: Vec::new(),
             jwks_file: None,
             forward_claims: Vec::new(),
+            template_claims: Vec::new(),
         }
     }
 }
@@ -121,6 +124,9 @@ pub struct Claims {
     /// `None` when absent, `null`, an array or object, or a string that is not a valid header
     /// value (control characters such as CR/LF, RFC 9110 §5.5).
     pub forwarded: Vec<Option<String>>,
+    /// The claims route templates use, (name, value) as `forwarded` reads them; shared by the
+    /// token cache and the requests it admits. None when no template uses a claim.
+    pub templated: Option<std::rc::Rc<Vec<(String, String)>>>,
 }
 
 /// Why a token was refused. [`JwtError::message`] is safe to send to the client.
@@ -179,6 +185,8 @@ pub struct JwtVerifier {
     required_slots: Vec<usize>,
     forward_claims: Vec<(String, String)>,
     forward_slots: Vec<usize>,
+    template_claims: Vec<String>,
+    template_slots: Vec<usize>,
 }
 
 const SLOT_EXP: usize = 0;
@@ -300,6 +308,7 @@ impl JwtVerifier {
             }
             forward_slots.push(slot_of(claim));
         }
+        let template_slots: Vec<usize> = cfg.template_claims.iter().map(|name| slot_of(name)).collect();
 
         if !errors.is_empty() {
             return Err(errors);
@@ -315,6 +324,8 @@ impl JwtVerifier {
             required_slots,
             forward_claims: cfg.forward_claims.clone(),
             forward_slots,
+            template_claims: cfg.template_claims.clone(),
+            template_slots,
         })
     }
 
@@ -407,6 +418,15 @@ impl JwtVerifier {
                 .iter()
                 .map(|&i| forwarded_value(slots[i].as_ref()))
                 .collect(),
+            templated: (!self.template_slots.is_empty()).then(|| {
+                let values = self
+                    .template_claims
+                    .iter()
+                    .zip(&self.template_slots)
+                    .filter_map(|(name, &i)| Some((name.clone(), forwarded_value(slots[i].as_ref())?)))
+                    .collect();
+                std::rc::Rc::new(values)
+            }),
         })
     }
 

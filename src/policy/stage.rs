@@ -144,6 +144,8 @@ pub struct Admitted {
     pub consumer: Option<Consumer>,
     /// The client address the policies judged (the peer, or a trusted proxy's header).
     pub client: Option<IpAddr>,
+    /// The verified token's claims that route templates use (`{claim.NAME}`).
+    pub claims: Option<std::rc::Rc<Vec<(String, String)>>>,
 }
 
 /// A JWT provider with its shard-local token cache, shared by the routes that name it.
@@ -394,12 +396,14 @@ fn authenticate(providers: &[Provider], req: &RequestHead, tls: Option<&TlsInfo>
                 if let Some(claims) = cache.get(token, now) {
                     auth.metrics.cache_hits.set(auth.metrics.cache_hits.get() + 1);
                     admitted.consumer = admit(claims);
+                    admitted.claims = claims.templated.clone();
                     return Flow::Continue;
                 }
                 auth.metrics.cache_misses.set(auth.metrics.cache_misses.get() + 1);
                 match pr.verifier.0.verify(token, now) {
                     Ok(claims) => {
                         admitted.consumer = admit(&claims);
+                        admitted.claims = claims.templated.clone();
                         cache.insert(token, claims, now);
                         return Flow::Continue;
                     }

@@ -27,6 +27,8 @@ pub struct Refused;
 pub struct Vars<'a, 'h> {
     pub req: &'a RequestHead<'a, 'h>,
     pub consumer: Option<&'a [u8]>,
+    /// The verified token's claims that templates use.
+    pub claims: &'a [(String, String)],
     pub request_id: &'a [u8],
 }
 
@@ -67,6 +69,10 @@ pub fn render(out: &mut Vec<u8>, t: &Template, vars: &Vars, escape: Escape) -> R
             // Literals were checked at load; in a URL they are the operator's own syntax.
             Part::Literal(l) => out.extend_from_slice(l.as_bytes()),
             Part::Consumer | Part::ClaimSub => put(out, vars.consumer.unwrap_or_default(), escape)?,
+            Part::Claim(name) => {
+                let v = vars.claims.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_bytes()).unwrap_or_default();
+                put(out, v, escape)?;
+            }
             Part::Header(name) => {
                 let v = vars.req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).unwrap_or_default();
                 put(out, v, escape)?;

@@ -713,7 +713,13 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     // is built here (its one allocation).
     let path = if route.strip_prefix { strip_segments(req.path, segments) } else { req.path };
     let edits = route.transform.request.as_ref();
-    let vars = transform::Vars { req: &req, consumer: admitted.consumer.as_ref().map(|c| c.as_bytes()), request_id: request_id.as_bytes() };
+    let claims = admitted.claims.clone();
+    let vars = transform::Vars {
+        req: &req,
+        consumer: admitted.consumer.as_ref().map(|c| c.as_bytes()),
+        claims: claims.as_deref().map_or(&[][..], |c| &c[..]),
+        request_id: request_id.as_bytes(),
+    };
     if let Some(t) = edits {
         for (name, value) in &t.headers.set {
             out.clear();
