@@ -214,9 +214,27 @@ fn json_bodies_are_transformed_both_ways() {
     assert_eq!(post(&gw, "/orders", "application/json", "{not json").error_code(), "invalid_json");
     assert_eq!(post(&gw, "/orders", "text/plain", "{}").status, 415);
     assert_eq!(post(&gw, "/orders", "application/json", &format!("{{\"pad\":\"{}\"}}", "x".repeat(2000))).status, 413);
-    let r = Client::connect(gw.addr).request(b"POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
-    assert_eq!(r.status, 411);
+    // A chunked body over the bound, found while it is read: 413, and the connection closes.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+    let mut c = Client::connect(gw.addr);
+    let r = c.request(format!("POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n", big.len()).as_bytes());
+    assert_eq!(r.status, 413);
+    assert!(c.is_closed());
     assert_eq!(echo.requests().len(), 1, "no failed request reached the upstream");
+    // A chunked body within it: dechunked, transformed, sent with its length.
+    let mut c = Client::connect(gw.addr);
+    let (a, b) = (r#"{"user"#, r#"_id":5,"total":"1"}"#);
+    let r = c.request(
+        format!("POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len())
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let got = &echo.requests()[1];
+    assert!(got.headers("transfer-encoding").is_empty());
+    assert_eq!(got.headers("content-length"), [got.body.len().to_string()]);
+    let sent: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!((sent["userId"].clone(), sent["total"].clone()), (serde_json::json!(5), serde_json::json!(1.0)));
+    assert_eq!(c.request(b"GET /orders HTTP/1.1\r\nHost: h\r\n\r\n").status, 200, "the connection carries on");
     // On one kept-alive connection: a refused body, then a good request: one answer each.
     let mut c = Client::connect(gw.addr);
     let ask = |c: &mut Client, body: &str| {
@@ -225,8 +243,8 @@ fn json_bodies_are_transformed_both_ways() {
     assert_eq!(ask(&mut c, r#"{"total":"twelve"}"#).status, 400);
     assert_eq!(ask(&mut c, "{not json").status, 400);
     assert_eq!(ask(&mut c, r#"{"user_id":1,"total":"2"}"#).status, 200);
-    assert_eq!(echo.requests().len(), 2, "only the good request reached the upstream");
-    let last: serde_json::Value = serde_json::from_slice(&echo.requests()[1].body).unwrap();
+    assert_eq!(echo.requests().len(), 4, "only the good requests reached the upstream");
+    let last: serde_json::Value = serde_json::from_slice(&echo.requests()[3].body).unwrap();
     assert_eq!((last["userId"].clone(), last["total"].clone()), (serde_json::json!(1), serde_json::json!(2.0)));
 
     // Response: chunked in, length out; renamed and cut to the allow list.
@@ -249,7 +267,7 @@ fn json_bodies_are_transformed_both_ways() {
     }
     let metrics = common::get(gw.gateway().admin_addr.unwrap(), "/metrics").body_str();
     for want in [
-        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"applied\"} 2",
+        "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"applied\"} 3",
         "ringgate_transforms_total{route=\"orders\",side=\"request\",result=\"failed\"} 4",
         "ringgate_transforms_total{route=\"gzip\",side=\"response\",result=\"skipped\"} 1",
         "ringgate_transforms_total{route=\"bad\",side=\"response\",result=\"failed\"} 1",

@@ -289,20 +289,28 @@ async fn request<S: ClientStream>(
         }
     }
 
-    // 3b. A JSON body transform: the body is read whole, transformed, and sent with its new
-    //     length behind the head.
-    if let (Some(values), Framing::Length(n)) = (&plan.json, plan.framing) {
-        let in_out = match buffered {
-            Some(b) => b,
-            None => buffer_body(gen, client, body, n, &plan, out).await?,
-        };
-        let n = n as usize;
-        let original = if in_out {
-            out.split_off(out.len() - n)
-        } else {
-            let v = client.rbuf.pending()[..n].to_vec();
-            client.rbuf.consume(n);
-            v
+    // 3b. A JSON body transform: the body is read whole (a chunked one dechunked), transformed,
+    //     and sent with its new length behind the head.
+    if let Some(values) = &plan.json {
+        let original = match plan.framing {
+            Framing::Length(n) => {
+                let in_out = match buffered {
+                    Some(b) => b,
+                    None => buffer_body(gen, client, body, n, &plan, out).await?,
+                };
+                let n = n as usize;
+                if in_out {
+                    out.split_off(out.len() - n)
+                } else {
+                    let v = client.rbuf.pending()[..n].to_vec();
+                    client.rbuf.consume(n);
+                    v
+                }
+            }
+            _ => {
+                let max = gen.cfg.routes[plan.route].transform.request.as_ref().and_then(|t| t.json.as_ref()).map_or(0, |j| j.max);
+                read_chunked_body(gen, client, body, max, &plan).await?
+            }
         };
         *body = RequestBody::Done;
         let edits = gen.cfg.routes[plan.route].transform.request.as_ref().and_then(|t| t.json.as_ref());
@@ -595,6 +603,41 @@ async fn buffer_body<S: ClientStream>(gen: &Generation, client: &mut Client<S>, 
     Ok(true)
 }
 
+/// Reads a chunked request body whole, dechunked, for a JSON transform: at most `max` bytes of
+/// data (more is a 413, and the rest of the body is abandoned with the connection).
+async fn read_chunked_body<S: ClientStream>(gen: &Generation, client: &mut Client<S>, body: &mut RequestBody, max: u64, plan: &Plan) -> Result<Vec<u8>, Failure> {
+    let RequestBody::Chunked(dec) = body else { return Err(Failure::new(ProxyError::Internal, Some(plan))) };
+    let mut data = Vec::new();
+    loop {
+        let start = client.rbuf.start;
+        let step = dec.decode_in_place(&mut client.rbuf.data[start..]);
+        let (n, consumed, done) = match step {
+            Ok(x) => x,
+            Err(e) => {
+                *body = RequestBody::Abandoned;
+                return Err(Failure::new(ProxyError::BadRequestBody(e), Some(plan)));
+            }
+        };
+        data.extend_from_slice(&client.rbuf.data[start..start + n]);
+        client.rbuf.consume(consumed);
+        if data.len() as u64 > max {
+            *body = RequestBody::Abandoned;
+            return Err(Failure::new(ProxyError::BodyTooLarge, Some(plan)));
+        }
+        if done {
+            return Ok(data);
+        }
+        client.rbuf.compact();
+        match timed_fill(&mut client.stream, &mut client.rbuf, gen.cfg.timeouts.body).await {
+            Ok(k) if k > 0 => {}
+            _ => {
+                *body = RequestBody::Abandoned;
+                return Err(Failure::silent());
+            }
+        }
+    }
+}
+
 /// Parses the head in `client.rbuf` and, when complete, routes it, runs the route's head stages
 /// and writes the forwarded head into `out`. Synchronous, so nothing borrowed from the buffer
 /// lives across an await.
@@ -738,10 +781,11 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     // A JSON body transform needs the whole body, declared and within its bound, and JSON.
     let json_edits = edits.and_then(|t| t.json.as_ref()).filter(|_| req.framing != Framing::None);
     if let Some(j) = json_edits {
-        match req.framing {
-            Framing::Length(n) if n > j.max => return reject(head, ProxyError::BodyTooLarge, admitted.response_headers),
-            Framing::Length(_) => {}
-            _ => return reject(head, ProxyError::LengthRequired, admitted.response_headers),
+        // A chunked body is read (dechunked) up to the bound as it arrives.
+        if let Framing::Length(n) = req.framing {
+            if n > j.max {
+                return reject(head, ProxyError::BodyTooLarge, admitted.response_headers);
+            }
         }
         if !transform::is_json(stage::header(&req, "content-type")) {
             return reject(head, ProxyError::UnsupportedMediaType, admitted.response_headers);
