@@ -3,9 +3,12 @@
 //! percent-encoded (so `../admin?x=` stays one segment's text and adds no parameter), and a
 //! header value holding a control character (CR, LF, ...) is refused, never written.
 
-use serde_json::{Map, Value};
 
-use crate::config::transform::{HeaderEdits, JsonEdits, Kind, Part, RequestTransform, Seg, Template};
+mod json;
+
+pub use json::{json_body, JsonFail};
+
+use crate::config::transform::{HeaderEdits, JsonEdits, Part, RequestTransform, Template};
 use crate::http::parse::RequestHead;
 
 /// Where a rendered value goes.
@@ -197,177 +200,6 @@ mod tests {
     }
 }
 
-/// Applies JSON edits to a parsed body: rename, convert, remove, set, then allow. A value that
-/// does not convert names its field in the error. `set_values` are the rendered `set`
-/// templates, in order (rendered while the request head was at hand).
-pub fn apply_json(v: &mut Value, e: &JsonEdits, set_values: &[String]) -> Result<(), String> {
-    for (path, to) in &e.rename {
-        each_parent(v, &path.segs, &mut |obj, key| {
-            if let Some(x) = obj.remove(key) {
-                obj.insert(to.clone(), x);
-            }
-            Ok(())
-        })?;
-    }
-    for (path, kind) in &e.convert {
-        each_parent(v, &path.segs, &mut |obj, key| match obj.get_mut(key) {
-            Some(x) => convert(x, *kind).map_err(|()| path.text.clone()),
-            None => Ok(()),
-        })?;
-    }
-    for path in &e.remove {
-        each_parent(v, &path.segs, &mut |obj, key| {
-            obj.remove(key);
-            Ok(())
-        })?;
-    }
-    for ((path, _), text) in e.set.iter().zip(set_values) {
-        let value = Value::String(text.clone());
-        each_parent_creating(v, &path.segs, &mut |obj, key| {
-            obj.insert(key.to_string(), value.clone());
-        });
-    }
-    if !e.allow.is_empty() {
-        let mut kept = Value::Object(Map::new());
-        for path in &e.allow {
-            copy_path(v, &mut kept, &path.segs);
-        }
-        *v = kept;
-    }
-    Ok(())
-}
-
-/// What an edit does to one object holding the path's last key.
-type Edit<'f> = dyn FnMut(&mut Map<String, Value>, &str) -> Result<(), String> + 'f;
-
-/// Calls `f(parent object, last key)` for every object the path's parent reaches.
-fn each_parent(v: &mut Value, segs: &[Seg], f: &mut Edit) -> Result<(), String> {
-    match segs {
-        [] => Ok(()),
-        [Seg::Key(k)] => match v {
-            Value::Object(obj) => f(obj, k),
-            _ => Ok(()),
-        },
-        [Seg::Each, rest @ ..] => match v {
-            Value::Array(_) if rest.is_empty() => Ok(()),
-            Value::Array(items) => items.iter_mut().try_for_each(|x| each_parent(x, rest, f)),
-            _ => Ok(()),
-        },
-        [Seg::Key(k), rest @ ..] => match v.get_mut(k.as_str()) {
-            Some(x) => each_parent(x, rest, f),
-            None => Ok(()),
-        },
-    }
-}
-
-/// Like `each_parent`, but makes the missing objects on the way (a `set` may add nesting).
-fn each_parent_creating(v: &mut Value, segs: &[Seg], f: &mut dyn FnMut(&mut Map<String, Value>, &str)) {
-    match segs {
-        [] => {}
-        [Seg::Key(k)] => {
-            if let Value::Object(obj) = v {
-                f(obj, k);
-            }
-        }
-        [Seg::Each, rest @ ..] => {
-            if let Value::Array(items) = v {
-                items.iter_mut().for_each(|x| each_parent_creating(x, rest, f));
-            }
-        }
-        [Seg::Key(k), rest @ ..] => {
-            if let Value::Object(obj) = v {
-                let next = obj.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
-                each_parent_creating(next, rest, f);
-            }
-        }
-    }
-}
-
-/// Copies what `segs` reaches in `from` into `to`, keeping the nesting (arrays element-wise).
-fn copy_path(from: &Value, to: &mut Value, segs: &[Seg]) {
-    match segs {
-        [] => *to = from.clone(),
-        [Seg::Key(k), rest @ ..] => {
-            let (Some(x), Value::Object(obj)) = (from.get(k.as_str()), &mut *to) else { return };
-            let slot = obj.entry(k.clone()).or_insert(if rest.is_empty() { Value::Null } else { empty_like(x) });
-            copy_path(x, slot, rest);
-        }
-        [Seg::Each, rest @ ..] => {
-            let Value::Array(items) = from else { return };
-            if !matches!(to, Value::Array(a) if a.len() == items.len()) {
-                *to = Value::Array(items.iter().map(empty_like).collect());
-            }
-            if let Value::Array(out) = to {
-                for (x, slot) in items.iter().zip(out.iter_mut()) {
-                    copy_path(x, slot, rest);
-                }
-            }
-        }
-    }
-}
-
-fn empty_like(v: &Value) -> Value {
-    match v {
-        Value::Array(_) => Value::Array(Vec::new()),
-        Value::Object(_) => Value::Object(Map::new()),
-        other => other.clone(),
-    }
-}
-
-fn convert(x: &mut Value, kind: Kind) -> Result<(), ()> {
-    let new = match (kind, &*x) {
-        (_, Value::Null) => return Ok(()),
-        (Kind::Number, Value::Number(_)) | (Kind::String, Value::String(_)) | (Kind::Boolean, Value::Bool(_)) => return Ok(()),
-        (Kind::Number, Value::String(s)) => {
-            let f: f64 = s.trim().parse().map_err(|_| ())?;
-            serde_json::Number::from_f64(f).map(Value::Number).ok_or(())?
-        }
-        (Kind::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => return Ok(()),
-        (Kind::Integer, Value::Number(n)) => {
-            let f = n.as_f64().ok_or(())?;
-            if f.fract() != 0.0 || f.abs() > 9.0e15 {
-                return Err(());
-            }
-            Value::from(f as i64)
-        }
-        (Kind::Integer, Value::String(s)) => Value::from(s.trim().parse::<i64>().map_err(|_| ())?),
-        (Kind::String, Value::Number(n)) => Value::String(n.to_string()),
-        (Kind::String, Value::Bool(b)) => Value::String(b.to_string()),
-        (Kind::Boolean, Value::String(s)) => match s.trim() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => return Err(()),
-        },
-        _ => return Err(()),
-    };
-    *x = new;
-    Ok(())
-}
-
-/// Why a JSON body could not be transformed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JsonFail {
-    NotJson,
-    /// A value that does not convert, by field path.
-    Convert(String),
-}
-
-impl JsonFail {
-    /// The message naming what failed.
-    pub fn detail(&self) -> String {
-        match self {
-            JsonFail::NotJson => "the body is not valid JSON".to_string(),
-            JsonFail::Convert(field) => format!("field `{field}` does not convert to the type the route asks for"),
-        }
-    }
-}
-
-/// Parses, transforms and serializes one body.
-pub fn json_body(body: &[u8], e: &JsonEdits, set_values: &[String]) -> Result<Vec<u8>, JsonFail> {
-    let mut v: Value = serde_json::from_slice(body).map_err(|_| JsonFail::NotJson)?;
-    apply_json(&mut v, e, set_values).map_err(JsonFail::Convert)?;
-    serde_json::to_vec(&v).map_err(|_| JsonFail::NotJson)
-}
 
 /// Whether a Content-Type names JSON (`application/json`, or `+json`).
 pub fn is_json(content_type: Option<&[u8]>) -> bool {
