@@ -464,3 +464,91 @@ fn a_reload_keeps_the_stored_responses_of_a_cache_it_keeps() {
     assert!(status_of(&r).contains("hit"), "{}", r.head);
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn credentials_other_than_authorization_keep_responses_personal() {
+    let (up, n) = origin(|r, k| {
+        let vary = if r.path_is("/vary-consumer") { "Vary: X-Consumer\r\n" } else { "" };
+        let who = r.header("x-consumer").unwrap_or_default();
+        ok(&format!("Cache-Control: max-age=60\r\n{vary}"), &format!("{who}-{k}"))
+    });
+    let toml = |key: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n[[caches]]\nname = \"edge\"\n\
+             [[api_keys]]\nname = \"keys\"\nheader = \"X-Api-Key\"\nforward_consumer = \"X-Consumer\"\n\
+             keys = [{{ consumer = \"alice\", sha256 = \"f82ed249117cbb38d189bb742ad45f93b3993287304f8951c8949286283d9af3\" }}, {{ consumer = \"bob\", sha256 = \"98358f149143cb5a32a6c7f9d993680c4dc5d487628634bfd8247a5850fbde15\" }}]\n\
+             [[services]]\nname = \"svc\"\nupstreams = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npaths = [\"/\"]\nservice = \"svc\"\nauth = [\"keys\"]\ncache = \"edge\"\n{key}\n",
+            up.addr
+        )
+    };
+    let gw = Gw::start(&toml(""));
+    let mut c = Client::connect(gw.addr);
+    let as_ = |c: &mut Client, who: &str, path: &str| {
+        let key = if who == "alice" { "key-alice-0123456789" } else { "key-bob-0123456789ab" };
+        get(c, path, &format!("X-Api-Key: {key}\r\nX-Consumer: {who}-forged\r\n")).body_str()
+    };
+    // Authenticated and not public: not shared.
+    assert_eq!(as_(&mut c, "alice", "/me"), "alice-1");
+    assert_eq!(as_(&mut c, "bob", "/me"), "bob-2");
+    // Varying on a header the gateway sets: not stored (the client's forged copy would pick it).
+    assert_eq!(as_(&mut c, "alice", "/vary-consumer"), "alice-3");
+    assert_eq!(as_(&mut c, "bob", "/vary-consumer"), "bob-4");
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+    // Keyed by consumer: each consumer has their own entry.
+    let gw = Gw::start(&toml("[routes.cache_policy]\nkey = [\"method\", \"host\", \"path\", \"query\", \"consumer\"]"));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(as_(&mut c, "alice", "/me"), "alice-5");
+    assert_eq!(as_(&mut c, "bob", "/me"), "bob-6");
+    assert_eq!(as_(&mut c, "alice", "/me"), "alice-5");
+    assert_eq!(as_(&mut c, "bob", "/me"), "bob-6");
+}
+
+#[test]
+fn an_unsafe_request_invalidates_the_url_on_every_shard() {
+    let (up, n) = origin(|r, k| {
+        if r.request_line().starts_with("PUT") {
+            return b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        }
+        ok("Cache-Control: max-age=300\r\n", &format!("v{k}"))
+    });
+    let gw = gateway(up.addr, 2, "", "");
+    let mut clients: Vec<Client> = (0..16).map(|_| Client::connect(gw.addr)).collect();
+    for c in clients.iter_mut() {
+        get(c, "/doc", "");
+    }
+    let shards = n.load(Ordering::SeqCst);
+    let put = clients[0].request(b"PUT /doc HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(put.status, 204);
+    let before = n.load(Ordering::SeqCst);
+    for c in clients.iter_mut() {
+        let r = get(c, "/doc", "");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(n.load(Ordering::SeqCst) - before, shards, "every shard fetched it again, once");
+}
+
+#[test]
+fn waiters_are_released_as_soon_as_the_response_is_known_not_to_be_stored() {
+    let (up, n) = origin(|_, k| {
+        thread::sleep(Duration::from_millis(300));
+        // A long body, relayed uncached: waiters must not wait for its end.
+        ok("Cache-Control: private\r\n", &format!("{k}"))
+    });
+    let gw = gateway(up.addr, 1, "", "[routes.cache_policy]\nlock_timeout = \"10s\"");
+    let addr = gw.addr;
+    let t = Instant::now();
+    let threads: Vec<_> = (0..10)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                get(&mut c, "/private", "").status
+            })
+        })
+        .collect();
+    for th in threads {
+        assert_eq!(th.join().unwrap(), 200);
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 10, "each went upstream");
+    assert!(t.elapsed() < Duration::from_secs(3), "waiters were released at the first response head ({:?})", t.elapsed());
+}

@@ -387,11 +387,21 @@ impl Draft {
     }
 }
 
-/// A stored response refreshed by a 304 (RFC 9111 §4.3.4): the 304's fields replace the stored
-/// ones of the same name (framing and hop-by-hop fields excepted), with new times.
-pub fn refreshed(e: &Entry, res: &ResponseHead, facts: &ResponseFacts, policy: &CachePolicy, request_time: i64, now: i64) -> Entry {
+/// A stored response refreshed by a 304 (RFC 9111 §4.3.4): the 304's fields (edited as the
+/// route says) replace the stored ones of the same name (framing, hop-by-hop fields and those
+/// describing the stored bytes excepted), with new times. Also whether the result may be stored:
+/// the 304 may have made it `private` or `no-store`.
+pub fn refreshed(
+    e: &Entry,
+    res: &ResponseHead,
+    facts: &ResponseFacts,
+    policy: &CachePolicy,
+    edits: Option<&crate::config::transform::HeaderEdits>,
+    request_time: i64,
+    now: i64,
+) -> (Entry, bool) {
     let mut fields: Vec<Field> = Vec::with_capacity(e.fields.len() + 2);
-    let mut updates = stored_fields(res, None);
+    let mut updates = stored_fields(res, edits);
     updates.retain(|(n, _)| !kept_on_refresh(n));
     for (n, v) in e.fields.iter() {
         if !updates.iter().any(|(u, _)| u.eq_ignore_ascii_case(n)) {
@@ -402,12 +412,14 @@ pub fn refreshed(e: &Entry, res: &ResponseHead, facts: &ResponseFacts, policy: &
     // Freshness from the merged fields, as if the stored response had been received now.
     let value = |name: &'static str| fields.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..]);
     let cc = rules::response_cc(value("cache-control"));
-    let date = value("date").next().and_then(rules::http_date).unwrap_or(now);
+    // The 304's Date, or now: the stored response's own Date would make it look old.
+    let date = facts.date.unwrap_or(now);
     let expires = value("expires").next().map(rules::http_date);
+    let storable = !(cc.no_store || cc.private || (!policy.store_set_cookie && value("set-cookie").next().is_some()));
     let last_modified = value("last-modified").next().and_then(rules::http_date);
     let cc = if facts.cc.s_maxage.is_some() && cc.s_maxage.is_none() { ResponseCc { s_maxage: facts.cc.s_maxage, ..cc } } else { cc };
     let lifetime = rules::lifetime(e.status, &cc, expires, date, last_modified, policy.ttl);
-    Entry {
+    let entry = Entry {
         head: entry_head(e.status, reason_of(&e.head), &fields, e.body.len()),
         url: e.url.clone(),
         host_len: e.host_len,
@@ -422,7 +434,8 @@ pub fn refreshed(e: &Entry, res: &ResponseHead, facts: &ResponseFacts, policy: &
         swr: e.swr,
         sie: e.sie,
         refreshing: std::cell::Cell::new(false),
-    }
+    };
+    (entry, storable)
 }
 
 /// The reason phrase of a stored head.
@@ -617,29 +630,54 @@ impl Purges {
     }
 
     /// A shard applies the purges its stores have not seen (on its tick, and before a lookup).
+    /// The log's lock is held only to copy them out.
     pub fn apply(&self, shard: usize, stores: &[Rc<RefCell<Store>>]) {
         let seq = self.seq();
-        for s in stores {
-            let mut s = s.borrow_mut();
-            if s.purge_seen >= seq {
-                continue;
-            }
-            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            match log.front() {
-                Some(oldest) if oldest.seq <= s.purge_seen + 1 => {
-                    let seen = s.purge_seen;
-                    for p in log.iter().filter(|p| p.seq > seen && p.seq <= seq) {
-                        let n = s.purge(&p.host, &p.path, p.prefix);
-                        p.removed.fetch_add(n as u64, Ordering::Relaxed);
-                        s.metrics.purged.set(s.metrics.purged.get() + n as u64);
+        let oldest_seen = stores.iter().map(|s| s.borrow().purge_seen).min().unwrap_or(seq);
+        if oldest_seen < seq {
+            let pending: Option<Vec<(u64, Vec<u8>, Vec<u8>, bool)>> = {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                match log.front() {
+                    Some(oldest) if oldest.seq <= oldest_seen + 1 => Some(
+                        log.iter()
+                            .filter(|p| p.seq > oldest_seen && p.seq <= seq)
+                            .map(|p| (p.seq, p.host.clone(), p.path.clone(), p.prefix))
+                            .collect(),
+                    ),
+                    // The shard fell further behind than the log keeps.
+                    _ => None,
+                }
+            };
+            let mut removed: Vec<(u64, u64)> = Vec::new();
+            for s in stores {
+                let mut s = s.borrow_mut();
+                let seen = s.purge_seen;
+                if seen >= seq {
+                    continue;
+                }
+                match &pending {
+                    Some(list) => {
+                        for (pseq, host, path, prefix) in list.iter().filter(|p| p.0 > seen) {
+                            let n = s.purge(host, path, *prefix) as u64;
+                            s.metrics.purged.set(s.metrics.purged.get() + n);
+                            removed.push((*pseq, n));
+                        }
+                    }
+                    None => {
+                        let n = s.clear() as u64;
+                        s.metrics.purged.set(s.metrics.purged.get() + n);
                     }
                 }
-                _ => {
-                    let n = s.clear();
-                    s.metrics.purged.set(s.metrics.purged.get() + n as u64);
+                s.purge_seen = seq;
+            }
+            if !removed.is_empty() {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                for (pseq, n) in removed {
+                    if let Some(p) = log.iter().find(|p| p.seq == pseq) {
+                        p.removed.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
             }
-            s.purge_seen = seq;
         }
         if let Some(a) = self.applied.get(shard) {
             a.fetch_max(seq, Ordering::AcqRel);

@@ -341,7 +341,7 @@ pub fn usable(f: &Freshness, req: &RequestCc) -> Use {
         return Use::Validate;
     }
     // The client accepts this much staleness (§5.2.1.2).
-    if req.max_stale.is_some_and(|s| -left <= s as i64) {
+    if f.cc.s_maxage.is_none() && req.max_stale.is_some_and(|s| -left <= s as i64) {
         return Use::Fresh;
     }
     if -left < f.swr {

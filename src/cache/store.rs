@@ -116,6 +116,9 @@ pub struct Fill {
     done: Cell<bool>,
     /// The filled response was stored (waiters look again); otherwise each goes upstream.
     pub stored: Cell<bool>,
+    /// What the fill stored (or refreshed): served to waiters even when it is to be validated on
+    /// every other use (`no-cache`), since it was validated just now.
+    pub entry: RefCell<Option<Rc<Entry>>>,
     wakers: RefCell<Vec<Waker>>,
 }
 
@@ -132,16 +135,23 @@ impl Fill {
     }
 }
 
-/// Held by the request filling a key; ends the fill however the request ends (a panic or a
-/// dropped future included), so waiters never wait past it.
+/// Held by the request filling a key. The fill ends as soon as the response is stored or known
+/// not to be (`finish`), and in any case when the guard goes (a panic or a dropped future
+/// included), so waiters never wait past it.
 pub struct FillGuard {
     store: Rc<RefCell<Store>>,
     key: u64,
     pub fill: Rc<Fill>,
 }
 
-impl Drop for FillGuard {
-    fn drop(&mut self) {
+impl FillGuard {
+    /// Ends the fill: waiters wake and look again (`entry`: what was stored, if anything).
+    pub fn finish(&self, entry: Option<Rc<Entry>>) {
+        if self.fill.done.get() {
+            return;
+        }
+        self.fill.stored.set(entry.is_some());
+        *self.fill.entry.borrow_mut() = entry;
         if let Ok(mut s) = self.store.try_borrow_mut() {
             if s.fills.get(&self.key).is_some_and(|f| Rc::ptr_eq(f, &self.fill)) {
                 s.fills.remove(&self.key);
@@ -151,6 +161,12 @@ impl Drop for FillGuard {
         for w in self.fill.wakers.borrow_mut().drain(..) {
             w.wake();
         }
+    }
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.finish(None);
     }
 }
 
@@ -204,9 +220,10 @@ impl Store {
         self.slots.len()
     }
 
-    /// The stored variants of a URL key.
+    /// The stored variants of a URL key, newest first (after a change of `Vary`, the entry
+    /// stored under the new rule wins over an older one that would match more widely).
     pub fn variants(&self, bucket: u64) -> impl Iterator<Item = &Rc<Entry>> {
-        self.buckets.get(&bucket).into_iter().flatten().filter_map(|&i| self.slots.get(i as usize)).map(|s| &s.entry)
+        self.buckets.get(&bucket).into_iter().flat_map(|l| l.iter().rev()).filter_map(|&i| self.slots.get(i as usize)).map(|s| &s.entry)
     }
 
     /// Marks a stored entry as used (S3-FIFO's frequency, at most 3).
@@ -404,7 +421,8 @@ impl Store {
     /// Joins the fill under way for `key`, or starts one (the guard).
     pub fn fill(this: &Rc<RefCell<Store>>, key: u64) -> Result<FillGuard, Rc<Fill>> {
         let mut s = this.borrow_mut();
-        if let Some(f) = s.fills.get(&key) {
+        // A fill that ended but is still listed (its guard could not reach the store) is replaced.
+        if let Some(f) = s.fills.get(&key).filter(|f| !f.done.get()) {
             return Err(f.clone());
         }
         let fill = Rc::new(Fill::default());

@@ -1062,6 +1062,7 @@ fn route(
         format!("Allow: {}\r\n", methods.join(", "))
     };
     let policy = policy::route_policy(c, &p, &rr.auth, &rr.rate_limits, &rr.ip_allow, &rr.ip_deny, &rr.cors, &rr.validate, names);
+    let transform = rr.transform.as_ref().map(|t| transform::transform(c, &p, t)).unwrap_or_default();
     Route {
         name,
         paths,
@@ -1073,15 +1074,61 @@ fn route(
         allow_header,
         policy,
         timeout: rr.timeout.as_ref().map(|_| c.duration(&format!("{p}.timeout"), &rr.timeout, Duration::ZERO)),
-        transform: rr.transform.as_ref().map(|t| transform::transform(c, &p, t)).unwrap_or_default(),
+        cache: route_cache(c, &p, rr, caches, cache_names, &transform),
+        transform,
         aggregate: rr.aggregate.as_ref().and_then(|a| transform::aggregate(c, &p, a, services)),
-        cache: route_cache(c, &p, rr, caches, cache_names),
     }
 }
 
 /// The route's cache, and the combinations the cache does not serve.
-fn route_cache(c: &mut Checker, p: &str, rr: &RawRoute, caches: &[cache::CacheDef], cache_names: &[&str]) -> Option<cache::CachePolicy> {
+fn route_cache(
+    c: &mut Checker,
+    p: &str,
+    rr: &RawRoute,
+    caches: &[cache::CacheDef],
+    cache_names: &[&str],
+    t: &transform::Transform,
+) -> Option<cache::CachePolicy> {
     let policy = cache::route_cache(c, p, rr.cache.as_deref(), rr.cache_policy.as_ref(), caches, cache_names)?;
+    // What the forwarded request is made of must be in the key, or one client's response would
+    // answer another's request: a template naming the consumer, a claim, a header or a query
+    // parameter makes the upstream's answer depend on it.
+    if let Some(req) = &t.request {
+        let templates = req
+            .headers
+            .set
+            .iter()
+            .map(|(_, t)| t)
+            .chain(req.query_set.iter().map(|(_, t)| t))
+            .chain(req.rewrite.iter().map(|r| &r.to))
+            .chain(req.json.iter().flat_map(|j| j.set.iter().map(|(_, t)| t)));
+        let mut missing: Vec<String> = Vec::new();
+        for part in templates.flatten() {
+            let need = match part {
+                transform::Part::Consumer | transform::Part::ClaimSub | transform::Part::Claim(_) => cache::KeyPart::Consumer,
+                transform::Part::Header(h) => cache::KeyPart::Header(h.clone()),
+                transform::Part::Query(_) => cache::KeyPart::Query,
+                _ => continue,
+            };
+            if !policy.uses(&need) {
+                let name = match need {
+                    cache::KeyPart::Consumer => "\"consumer\"".to_string(),
+                    cache::KeyPart::Header(h) => format!("\"header:{h}\""),
+                    _ => "\"query\"".to_string(),
+                };
+                if !missing.contains(&name) {
+                    missing.push(name);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            c.err(
+                format!("{p}.cache_policy.key"),
+                format!("the request transform's templates depend on {} but the cache key does not", missing.join(", ")),
+                format!("add {} to cache_policy.key", missing.join(", ")),
+            );
+        }
+    }
     if rr.aggregate.is_some() {
         c.err(format!("{p}.cache"), "an aggregating route is not cached", "cache the parts' own routes instead, or remove cache");
     }

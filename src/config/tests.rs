@@ -813,8 +813,16 @@ fn cache_errors_name_their_keys() {
             &["caches[0].max_object"],
         ),
         ("cache without a name", format!("[[caches]]\nmax_memory = \"1MiB\"\n{}", route("")), &["caches[0].name"]),
+        (
+            "templates outside the key",
+            route("cache = \"edge\"\n[routes.transform.request]\nset_headers = { \"X-User\" = \"{consumer}\", \"X-T\" = \"{header.X-Tenant}\" }"),
+            &["routes[0].cache_policy.key"],
+        ),
     ]);
-    let ok = route("cache = \"edge\"\n[routes.cache_policy]\nkey = [\"method\", \"path\", \"header:Accept-Language\", \"consumer\"]\nstale_if_error = \"0s\"");
+    let ok = route(
+        "cache = \"edge\"\n[routes.cache_policy]\nkey = [\"method\", \"path\", \"header:X-Tenant\", \"consumer\"]\nstale_if_error = \"0s\"\n\
+         [routes.transform.request]\nset_headers = { \"X-User\" = \"{consumer}\", \"X-T\" = \"{header.X-Tenant}\" }",
+    );
     assert!(errors_of(&ok).is_empty(), "{:?}", errors_of(&ok));
 }
 

@@ -69,6 +69,8 @@ pub(super) struct FillCtx {
     pub req_cc: RequestCc,
     /// The entry being validated.
     pub validating: Option<Rc<Entry>>,
+    /// The route (for the headers the gateway owns on it).
+    pub route: usize,
 }
 
 /// A cached route's request that goes upstream.
@@ -139,15 +141,22 @@ pub(super) fn lookup(
             host_len,
             request: head_bytes.to_vec(),
             request_time: now,
-            authorization: req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization")),
+            // RFC 9111 §3.5 speaks of Authorization; any credential the route checked (an API
+            // key, a cookie, a client certificate) makes the response as personal, unless the
+            // key already separates consumers.
+            authorization: req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization"))
+                || (consumer.is_some() && !policy.uses(&crate::config::cache::KeyPart::Consumer)),
             req_cc,
             validating,
+            route,
         };
         let plan = |what, validating, guard| {
             Looked::Forward(Box::new(CachePlan { fill: fill_ctx(validating), what, conditional: Conditional::of(req), guard }))
         };
         if !cacheable_method {
-            return plan(What::Invalidate, None, None);
+            // RFC 9111 §4.4: unsafe methods (and unknown ones) invalidate; OPTIONS and TRACE are safe.
+            let what = if matches!(req.method, "OPTIONS" | "TRACE") { What::Bypass } else { What::Invalidate };
+            return plan(what, None, None);
         }
         let found = cache::lookup(&store.borrow(), key, &url, req.headers, &req_cc, now);
         let m = metrics(store);
@@ -185,7 +194,10 @@ pub(super) fn lookup(
             Found::Validate(entry) => {
                 CacheMetrics::count(&m.misses);
                 if req.method == "HEAD" {
-                    return plan(What::Bypass, Some(entry), None);
+                    // A HEAD is forwarded as it is, the client's validators with it: its 304 is the
+                    // client's, not a refresh of the held entry.
+                    let _ = entry;
+                    return plan(What::Bypass, None, None);
                 }
                 match Store::fill(store, key.fill()) {
                     Ok(guard) => plan(What::Validate, Some(entry), Some(guard)),
@@ -382,26 +394,43 @@ pub(super) enum Action {
 
 /// Decides, from the response head, what the cache does with it. For a response relayed as it
 /// is, the `Cache-Status` line is added to `lines`.
-pub(super) fn response_action(policy: &CachePolicy, c: &CachePlan, res: &ResponseHead, head_request: bool, edits: Option<&HeaderEdits>, lines: &mut HeaderBuf) -> Action {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn response_action(
+    shard: &Shard,
+    gen: &Generation,
+    policy: &CachePolicy,
+    c: &CachePlan,
+    res: &ResponseHead,
+    head_request: bool,
+    edits: Option<&HeaderEdits>,
+    lines: &mut HeaderBuf,
+) -> Action {
     let now = rules::now();
     let fill = &c.fill;
     let m = metrics(&fill.store);
     if matches!(c.what, What::Invalidate) {
         if (200..400).contains(&res.code) {
-            invalidate(policy, fill, res);
+            invalidate(shard, gen, policy, fill, res);
         }
         let mut l = Vec::new();
         cache::put_status(&mut l, Status::Forward { fwd: "bypass", status: Some(res.code), stored: false, ttl: None });
         lines.raw(&l);
         return Action::Relay;
     }
-    match classify(policy, fill, res, head_request, edits, now) {
+    match classify(gen, policy, fill, res, head_request, edits, now) {
         Classified::Refreshed(e) => {
             CacheMetrics::count(&m.revalidated);
+            if let Some(g) = &c.guard {
+                g.finish(Some(e.clone()));
+            }
             return Action::Refreshed(e);
         }
         Classified::Store(d) if !head_request => return Action::Store(d),
         _ => {}
+    }
+    // Not stored: the requests waiting for this fill need not wait for its body.
+    if let Some(g) = &c.guard {
+        g.finish(None);
     }
     if let Some(e) = fill.validating.as_ref().filter(|e| matches!(res.code, 500 | 502 | 503 | 504) && stale_allowed(e, now)) {
         CacheMetrics::count(&m.stale);
@@ -427,12 +456,22 @@ enum Classified {
 
 /// A response to a GET of a cached route: a 304 that refreshes the held entry, one to store, or
 /// neither.
-fn classify(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_request: bool, edits: Option<&HeaderEdits>, now: i64) -> Classified {
+#[allow(clippy::too_many_arguments)]
+fn classify(gen: &Generation, policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_request: bool, edits: Option<&HeaderEdits>, now: i64) -> Classified {
     let facts = cache::response_facts(res);
     if res.code == 304 {
         let Some(held) = fill.validating.as_ref() else { return Classified::No };
-        let e = Rc::new(cache::refreshed(held, res, &facts, policy, fill.request_time, now));
-        fill.store.borrow_mut().insert(fill.key.bucket, e.clone());
+        // The 304 answers the validators this cache sent for `held` (a HEAD's own 304 never
+        // gets here): it freshens `held`, whose own ETag stays (an ETag the 304 carries is not
+        // taken over, as the cache-tests suite expects of RFC 9111 §3.2).
+        let (e, storable) = cache::refreshed(held, res, &facts, policy, edits, fill.request_time, now);
+        let e = Rc::new(e);
+        // A 304 that now forbids storing still answers this request, once.
+        if storable {
+            fill.store.borrow_mut().insert(fill.key.bucket, e.clone());
+        } else {
+            fill.store.borrow_mut().invalidate(fill.key.bucket);
+        }
         return Classified::Refreshed(e);
     }
     if head_request {
@@ -455,7 +494,7 @@ fn classify(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_reque
         Framing::Chunked | Framing::UntilClose => true,
         Framing::None => true,
     };
-    if why.is_some() || !fits {
+    if why.is_some() || !fits || varies_on_gateway_header(gen, fill.route, res) {
         return Classified::No;
     }
     let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CAP];
@@ -473,6 +512,26 @@ fn classify(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead, head_reque
         request_time: fill.request_time,
     };
     Classified::Store(Box::new(cache::draft(&r, res, &facts, cache::stored_fields(res, edits), now)))
+}
+
+/// Whether the response varies on a request header the gateway sets, removes or renames on this
+/// route (identity headers from credentials, transforms): the variant would be chosen by what
+/// the client sent, not by what the upstream saw, so such a response is not stored.
+fn varies_on_gateway_header(gen: &Generation, route: usize, res: &ResponseHead) -> bool {
+    let rt = &gen.routes[route];
+    let edits = rt.transform.request.as_ref().map(|t| &t.headers);
+    let owned = |name: &[u8]| {
+        let is = |h: &String| h.as_bytes().eq_ignore_ascii_case(name);
+        rt.strip_headers.iter().any(is)
+            || edits.is_some_and(|e| {
+                e.set.iter().any(|(h, _)| is(h)) || e.remove.iter().any(is) || e.rename.iter().any(|(a, b)| is(a) || is(b))
+            })
+    };
+    res.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|n| owned(parse::trim(n)))
 }
 
 /// Whether a held entry may be served stale because the upstream failed (RFC 5861 §4).
@@ -494,11 +553,12 @@ pub(super) fn stale_on_error(plan: &Plan) -> Option<Hit> {
 }
 
 /// RFC 9111 §4.4: a successful unsafe request invalidates its URL, and the URLs in `Location`
-/// and `Content-Location` on the same host.
-fn invalidate(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead) {
-    let mut store = fill.store.borrow_mut();
-    let mut n = store.invalidate(fill.key.bucket);
-    let host = &fill.url[..fill.host_len];
+/// and `Content-Location` on the same host, on every shard (as a purge: this shard at once, the
+/// others before their next lookup).
+fn invalidate(shard: &Shard, gen: &Generation, policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead) {
+    let host = fill.url[..fill.host_len].to_vec();
+    let purges = &shard.global.purges;
+    purges.push(host.clone(), fill.url[fill.host_len..].to_vec(), false);
     let mut url = Vec::new();
     for h in res.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("location") || h.name.eq_ignore_ascii_case("content-location")) {
         let Some((to_host, target)) = cache::split_url(parse::trim(h.value)) else { continue };
@@ -509,29 +569,33 @@ fn invalidate(policy: &CachePolicy, fill: &FillCtx, res: &ResponseHead) {
             Some(q) => (&target[..q], &target[q..]),
             None => (&target[..], &b""[..]),
         };
-        let (bucket, _) = cache::url_key(policy, host, path, query, &mut url);
-        n += store.invalidate(bucket);
+        let (_, host_len) = cache::url_key(policy, &host, path, query, &mut url);
+        purges.push(host.clone(), url[host_len..].to_vec(), false);
     }
-    let m = &store.metrics;
+    let before = fill.store.borrow().len();
+    purges.apply(shard.id, &gen.caches);
+    let n = before.saturating_sub(fill.store.borrow().len());
+    let m = &fill.store.borrow().metrics;
     m.invalidated.set(m.invalidated.get() + n as u64);
 }
 
-/// After waiting for another request's fill: the stored response, if it answers this request.
-pub(super) fn after_wait(plan: &Plan) -> Option<Hit> {
+/// After waiting for another request's fill: the stored response, if it answers this request
+/// (one the fill just validated is served even if it must be validated on other uses).
+pub(super) fn after_wait(plan: &Plan, fill: &Fill) -> Option<Hit> {
     let c = plan.cache.as_ref()?;
     let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(&c.fill.request).ok()?;
     let now = rules::now();
     let found = cache::lookup(&c.fill.store.borrow(), c.fill.key, &c.fill.url, req.headers, &c.fill.req_cc, now);
-    match found {
-        Found::Hit { entry, .. } => {
-            CacheMetrics::count(&metrics(&c.fill.store).collapsed);
-            let ttl = cache::ttl(&entry, now);
-            Some(Hit::from_plan(plan, entry, Status::Collapsed { ttl }))
-        }
-        _ => None,
-    }
+    let entry = match found {
+        Found::Hit { entry, .. } => entry,
+        Found::Validate(entry) if fill.entry.borrow().as_ref().is_some_and(|f| Rc::ptr_eq(f, &entry)) => entry,
+        _ => return None,
+    };
+    CacheMetrics::count(&metrics(&c.fill.store).collapsed);
+    let ttl = cache::ttl(&entry, now);
+    Some(Hit::from_plan(plan, entry, Status::Collapsed { ttl }))
 }
 
 /// The body of a response being stored, read whole up to `max` bytes, or what was read when it
@@ -627,7 +691,7 @@ pub(super) async fn store_and_serve<S: ClientStream>(
             let entry = Rc::new(draft.finish(body));
             let stored = c.fill.store.borrow_mut().insert(bucket, entry.clone());
             if let Some(g) = &c.guard {
-                g.fill.stored.set(stored);
+                g.finish(stored.then(|| entry.clone()));
             }
             let fwd = if matches!(c.what, What::Validate) { "stale" } else { "miss" };
             let ttl = cache::ttl(&entry, rules::now());
@@ -673,6 +737,14 @@ async fn stream_over<S: ClientStream>(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     cache::put_status(out, Status::Forward { fwd: "miss", status: Some(draft.status), stored: false, ttl: None });
+    if let Some(edits) = gen.routes[plan.route].transform.response.as_ref().map(|t| &t.headers) {
+        for (name, value) in &edits.set {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            transform::render_response(out, value, plan.request_id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     out.extend_from_slice(b"X-Request-Id: ");
     out.extend_from_slice(plan.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -787,7 +859,7 @@ async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Ref
             b.consume(n);
             return Ok(Some(Head::Informational));
         }
-        let c = classify(policy, &fill, &res, false, edits, rules::now());
+        let c = classify(&gen, policy, &fill, &res, false, edits, rules::now());
         let h = RefreshHead { class: c, framing: res.framing, keep_alive: res.keep_alive, status: res.code };
         let n = res.head_len;
         b.consume(n);
@@ -803,14 +875,18 @@ async fn refresh(shard: Rc<Shard>, gen: Rc<Generation>, route: usize, r: Box<Ref
         shard.bufs.put(std::mem::take(&mut ex.buf.data));
         if let Ok(Body::Whole(body)) = read {
             let bucket = draft.bucket;
-            fill.store.borrow_mut().insert(bucket, Rc::new(draft.finish(body)));
+            let entry = Rc::new(draft.finish(body));
+            if fill.store.borrow_mut().insert(bucket, entry.clone()) {
+                _guard.finish(Some(entry));
+            }
             if keep_alive && leftover == 0 && framing != Framing::UntilClose {
                 ups.checkin(ex.conn);
             }
         }
     } else {
-        if matches!(class, Classified::Refreshed(_)) {
+        if let Classified::Refreshed(e) = class {
             CacheMetrics::count(&metrics(&fill.store).revalidated);
+            _guard.finish(Some(e));
         }
         let leftover = ex.buf.pending_len();
         shard.bufs.put(std::mem::take(&mut ex.buf.data));

@@ -250,7 +250,7 @@ async fn request<S: ClientStream>(
             let wait = gen.cfg.routes[plan.route].cache.as_ref().map_or(Duration::ZERO, |p| p.lock_timeout);
             let _ = monoio::time::timeout(wait, fill.wait()).await;
             if fill.stored.get() {
-                if let Some(hit) = cached::after_wait(&plan) {
+                if let Some(hit) = cached::after_wait(&plan, &fill) {
                     return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
                 }
             }
@@ -946,7 +946,7 @@ fn plan_response(
     let action = match (&plan.cache, gen.cfg.routes[plan.route].cache.as_ref()) {
         (Some(c), Some(policy)) => {
             let edits = gen.cfg.routes[plan.route].transform.response.as_ref().map(|t| &t.headers);
-            cached::response_action(policy, c, &res, plan.head_request, edits, &mut cache_lines)
+            cached::response_action(shard, gen, policy, c, &res, plan.head_request, edits, &mut cache_lines)
         }
         _ => cached::Action::Relay,
     };

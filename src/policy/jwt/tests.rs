@@ -154,7 +154,7 @@ fn every_algorithm_minted_by_jsonwebtoken_verifies() {
             v.verify(token.as_bytes(), NOW).unwrap_or_else(|e| panic!("{alg:?} {source:?}: {e:?}"));
         assert_eq!(
             got,
-            Claims { exp: Some(NOW + 600), sub: Some("alice".into()), forwarded: vec![] }
+            Claims { exp: Some(NOW + 600), sub: Some("alice".into()), forwarded: vec![], templated: None }
         );
 
         // Someone else's payload under this signature, or a changed signature: refused.
