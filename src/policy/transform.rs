@@ -169,6 +169,13 @@ pub fn field<'e>(edits: &'e HeaderEdits, name: &[u8]) -> Field<'e> {
     }
 }
 
+/// Whether a Content-Type names JSON (`application/json`, or `+json`).
+pub fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let media = crate::http::parse::media_type(ct);
+    media.eq_ignore_ascii_case(b"application/json") || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,12 +205,4 @@ mod tests {
             assert_eq!(put(&mut Vec::new(), raw, Escape::Header).is_ok(), ok, "{raw:?}");
         }
     }
-}
-
-
-/// Whether a Content-Type names JSON (`application/json`, or `+json`).
-pub fn is_json(content_type: Option<&[u8]>) -> bool {
-    let Some(ct) = content_type else { return false };
-    let media = crate::http::parse::media_type(ct);
-    media.eq_ignore_ascii_case(b"application/json") || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
