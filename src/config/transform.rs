@@ -82,6 +82,8 @@ pub struct JsonEdits {
     /// When not empty: only these paths are kept.
     pub allow: Vec<JPath>,
     pub max: u64,
+    /// The edits as the one-pass editor follows them (built once, here).
+    pub compiled: std::sync::Arc<crate::policy::transform::JsonPlan>,
 }
 
 fn jpath(c: &mut Checker, path: &str, text: &str) -> Option<JPath> {
@@ -148,6 +150,7 @@ fn json_edits(c: &mut Checker, p: &str, raw: &RawJson, max: &Option<String>, req
             out.allow.push(j);
         }
     }
+    out.compiled = std::sync::Arc::new(crate::policy::transform::compile(&out));
     out
 }
 

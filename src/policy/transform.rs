@@ -6,7 +6,7 @@
 
 mod json;
 
-pub use json::{json_body, JsonFail};
+pub use json::{compile, json_body, JsonFail, JsonPlan};
 
 use crate::config::transform::{HeaderEdits, JsonEdits, Part, RequestTransform, Template};
 use crate::http::parse::RequestHead;
