@@ -361,7 +361,8 @@ impl<'a> Editor<'a> {
             }
         }
         // The set members (and the objects on their way) this object lacked.
-        if let (Some(o), Some(n)) = (out, node) {
+        let Some(o) = out else { return Ok(()) };
+        if let Some(n) = node {
             for (i, (k, c)) in n.keys.iter().enumerate() {
                 let had = i < 64 && seen & (1 << i) != 0;
                 if had || (filter && c.allow == Allow::None) || (c.set.is_none() && !c.set_below) {
@@ -375,8 +376,8 @@ impl<'a> Editor<'a> {
                 o.push(b':');
                 self.made(c, o, filter && c.allow == Allow::Partial);
             }
-            o.push(b'}');
         }
+        o.push(b'}');
         Ok(())
     }
 
@@ -525,7 +526,7 @@ mod tests {
 
     fn run(json: &str, body: &str, sets: &[&str]) -> Result<serde_json::Value, JsonFail> {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        json_body(body.as_bytes(), &edits(json), &sets).map(|b| serde_json::from_slice(&b).expect("output is JSON"))
+        json_body(body.as_bytes(), &edits(json), &sets).map(|b| serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b))))
     }
 
     #[test]
@@ -563,5 +564,43 @@ mod tests {
         }
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(run(cfg, &deep, &[]), Err(JsonFail::NotJson));
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            (-1e9f64..1e9).prop_map(|f| serde_json::json!(f)),
+            "[a-z\\\\\"\u{e9}\n ]{0,8}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,6}", inner, 0..6).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Edits that touch nothing give back the same document, whatever it holds.
+        #[test]
+        fn untouched_documents_come_back_equal(v in arb_json()) {
+            let body = serde_json::to_vec_pretty(&v).unwrap();
+            let out = json_body(&body, &edits(r#"{ remove = ["zz.yy"], rename = { "q[*].w" = "q[*].e" } }"#), &[]).unwrap();
+            // Compared as serde_json reads both (its float parsing is not exact both ways).
+            let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            proptest::prop_assert_eq!(back, sent);
+        }
+
+        /// Any bytes: JSON exactly when serde_json says so, and never a panic.
+        #[test]
+        fn malformed_bytes_are_refused_as_serde_json_refuses_them(bytes in proptest::collection::vec(proptest::sample::select(b"{}[]:,\"\\ 0123456789.-+eEtrufalsn\nxu".to_vec()), 0..40)) {
+            let ours = json_body(&bytes, &edits(r#"{ remove = ["a"] }"#), &[]).is_ok();
+            let theirs = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+            proptest::prop_assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(&bytes));
+        }
     }
 }
