@@ -23,8 +23,8 @@ pub struct Node {
     keys: Vec<(String, Node)>,
     /// Every element of an array (`[*]`).
     each: Option<Box<Node>>,
-    /// Renames of this object's members: (name as sent, new name).
-    renames: Vec<(String, String)>,
+    /// Renames of this object's members: (name as sent, new name, new name as a JSON string).
+    renames: Vec<(String, String, Vec<u8>)>,
     convert: Option<(Kind, String)>,
     remove: bool,
     /// The `set` value (by index) this member gets, added when missing.
@@ -79,7 +79,8 @@ pub fn compile(e: &JsonEdits) -> JsonPlan {
     let mut root = Node::default();
     for (path, to) in &e.rename {
         let Some((Seg::Key(last), parent)) = path.segs.split_last() else { continue };
-        walk(&mut root, parent).renames.push((last.clone(), to.clone()));
+        let quoted = serde_json::to_vec(to).unwrap_or_default();
+        walk(&mut root, parent).renames.push((last.clone(), to.clone(), quoted));
     }
     for (path, kind) in &e.convert {
         walk(&mut root, &path.segs).convert = Some((*kind, path.text.clone()));
@@ -175,6 +176,10 @@ impl<'a> Editor<'a> {
         self.i += 1;
         let mut escaped = false;
         loop {
+            // Plain bytes in a tight loop; the three kinds that matter are handled below.
+            while self.b.get(self.i).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+                self.i += 1;
+            }
             let c = *self.b.get(self.i).ok_or(JsonFail::NotJson)?;
             match c {
                 b'"' => {
@@ -315,8 +320,8 @@ impl<'a> Editor<'a> {
                 } else {
                     sent
                 };
-                let renamed = node.and_then(|n| n.renames.iter().find(|(from, _)| from.as_bytes() == name)).map(|(_, to)| to);
-                let out_name = renamed.map_or(name, |t| t.as_bytes());
+                let renamed = node.and_then(|n| n.renames.iter().find(|(from, _, _)| from.as_bytes() == name));
+                let out_name = renamed.map_or(name, |(_, t, _)| t.as_bytes());
                 let child = node.and_then(|n| n.keys.iter().position(|(k, _)| k.as_bytes() == out_name).map(|i| (i, &n.keys[i].1)));
                 let kept = !filter || child.is_some_and(|(_, c)| c.allow != Allow::None);
                 let removed = child.is_some_and(|(_, c)| c.remove);
@@ -334,9 +339,7 @@ impl<'a> Editor<'a> {
                         }
                         first = false;
                         match renamed {
-                            Some(to) => {
-                                let _ = serde_json::to_writer(&mut *o, to);
-                            }
+                            Some((_, _, quoted)) => o.extend_from_slice(quoted),
                             None => o.extend_from_slice(raw_key),
                         }
                         o.push(b':');
@@ -463,6 +466,15 @@ fn convert(raw: &[u8], kind: Kind, out: &mut Vec<u8>) -> Result<(), ()> {
     if keep {
         out.extend_from_slice(raw);
         return Ok(());
+    }
+    // The common case without building a value: a plain string holding a number.
+    if kind == Kind::Number && first == b'"' && !raw.contains(&b'\\') {
+        let text = std::str::from_utf8(&raw[1..raw.len() - 1]).map_err(|_| ())?;
+        let f: f64 = text.trim().parse().map_err(|_| ())?;
+        if !f.is_finite() {
+            return Err(());
+        }
+        return serde_json::to_writer(&mut *out, &f).map_err(|_| ());
     }
     let v: Value = serde_json::from_slice(raw).map_err(|_| ())?;
     let new = match (kind, &v) {
