@@ -164,6 +164,10 @@ def compute_ratios(params, runs, idle):
     if idle:
         per_conn = {row["target"]: row["bytes_per_conn"] for row in idle}
         ratios["idle bytes/conn"] = ratio(per_conn.get("ringgate"), per_conn.get("nginx"))
+    # The L4 floor (--l4): CPU per request against a relay that parses nothing.
+    if "haproxy-l4" in params["targets"].split():
+        for label, mode in (("cpu/req vs L4 (wrk)", "wrk"), ("cpu/req vs L4 (oha)", "oha")):
+            ratios[label] = ratio(get("ringgate", mode, "cpu_us_per_req"), get("haproxy-l4", mode, "cpu_us_per_req"))
     return ratios
 
 

@@ -24,6 +24,7 @@ SCENARIO=plain   # loadtest/scenarios/$SCENARIO.sh
 IDLE_CONNS=0     # 0 = skip the idle-connection memory test
 WITH_NGINX=1
 WITH_DIRECT=0
+WITH_L4=0        # 1 = also HAProxy in mode tcp (one thread): the byte-relay floor
 WITH_OHA=1       # 0 = skip the open-loop (oha) runs
 BUILD=1
 WARMUP=2         # seconds of unmeasured load before the measured runs
@@ -48,6 +49,9 @@ Usage: loadtest/run.sh [options]
   --idle-conns N      also measure memory per idle keep-alive connection with
                       N connections (e.g. 10000)
   --direct            also load the stub upstream directly, as a baseline
+  --l4                also HAProxy in mode tcp (one thread, pinned as the
+                      gateway is) in front of the same stub: a relay that
+                      parses nothing, the floor of CPU per request
   --no-nginx          do not run the nginx comparison
   --no-oha            skip the open-loop runs (oha is then not needed)
   --bin PATH          the ringgate binary to test (also runs its stub);
@@ -71,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --idle-conns)  need_uint "$1" "${2-}"; IDLE_CONNS=$2; shift 2 ;;
         --scenario)    SCENARIO=${2-}; shift 2 ;;
         --direct)      WITH_DIRECT=1; shift ;;
+        --l4)          WITH_L4=1; shift ;;
         --no-nginx)    WITH_NGINX=0; shift ;;
         --no-oha)      WITH_OHA=0; shift ;;
         --bin)         [[ -n ${2-} ]] || die "--bin needs a path"
@@ -102,6 +107,9 @@ ensure_tools() {
     if ((WITH_NGINX)) && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
         apt_pkgs+=(nginx-light)
     fi
+    if ((WITH_L4)) && ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then
+        apt_pkgs+=(haproxy)
+    fi
     if ((${#apt_pkgs[@]})); then
         if ((EUID == 0)); then
             log "installing ${apt_pkgs[*]}"
@@ -114,6 +122,10 @@ ensure_tools() {
     if ((WITH_NGINX)); then
         NGINX=$(command -v nginx || echo /usr/sbin/nginx)
         [[ -x $NGINX ]] || { log "nginx not available, skipping the nginx comparison"; WITH_NGINX=0; }
+    fi
+    if ((WITH_L4)); then
+        HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+        [[ -x $HAPROXY ]] || die "haproxy is required for --l4 (apt-get install haproxy)"
     fi
 
     ((WITH_OHA)) || return 0
@@ -223,6 +235,7 @@ pids_of() {
     case "$1" in
         ringgate) echo "$GATEWAY_PID" ;;
         direct)   echo "$STUB_PID" ;;
+        haproxy-l4) echo "$HAPROXY_PID" ;;
         # master + workers (children of the master, read when asked)
         nginx)    echo "$NGINX_PID $(cat /proc/"$NGINX_PID"/task/*/children 2>/dev/null)" ;;
     esac
@@ -413,6 +426,31 @@ if ((WITH_NGINX)); then
     PORT_OF[nginx]=$NGINX_PORT
     TARGETS+=(nginx)
 fi
+if ((WITH_L4)); then
+    read -r L4_PORT < <(free_ports 1)
+    # One thread, TCP only: accepts, connects to the stub, copies bytes both ways.
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+frontend l4
+    bind 127.0.0.1:$L4_PORT backlog 4096
+    default_backend stub
+backend stub
+    server stub 127.0.0.1:$STUB_PORT
+EOF
+    start_bg haproxy "${GATEWAY_PIN[@]}" "$HAPROXY" -db -f "$WORK/haproxy.cfg"
+    HAPROXY_PID=$STARTED_PID
+    wait_http haproxy "$HAPROXY_PID" "$L4_PORT"
+    log "haproxy (mode tcp) on 127.0.0.1:$L4_PORT (pid $HAPROXY_PID, CPUs $(cpus_of "$HAPROXY_PID"))"
+    PORT_OF[haproxy-l4]=$L4_PORT
+    TARGETS+=(haproxy-l4)
+fi
 if ((WITH_DIRECT)); then TARGETS+=(direct); fi
 
 # ----------------------------------------------------------- measurements ----
@@ -515,6 +553,7 @@ fi
     echo "wrk_version=$( (wrk -v 2>&1 || true) | head -n 1)"
     if ((WITH_OHA)); then echo "oha_version=$(oha --version)"; fi
     if ((WITH_NGINX)); then echo "nginx_version=$("$NGINX" -v 2>&1)"; fi
+    if ((WITH_L4)); then echo "haproxy_version=$("$HAPROXY" -v 2>&1 | head -n 1)"; fi
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$RUNS/params.env"
 # What the scenario compares, printed under the table's title.
