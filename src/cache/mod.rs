@@ -159,22 +159,8 @@ pub fn lookup(store: &Store, key: Key, url: &[u8], headers: &[httparse::Header],
 /// Fields a cache does not store or forward from a response (RFC 9111 §3.1; framing and `Age`
 /// are the cache's own).
 pub fn unstored(name: &[u8]) -> bool {
-    const NAMES: &[&[u8]] = &[
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authentication-info",
-        b"content-length",
-        b"age",
-        b"x-request-id",
-        b"surrogate-control",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    const ALSO: &[&[u8]] = &[b"proxy-authenticate", b"proxy-authentication-info", b"age", b"x-request-id", b"surrogate-control"];
+    crate::http::write::skip_always(name) || ALSO.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// A response's headers read into what decides storing and freshness.

@@ -13,7 +13,7 @@ use crate::policy::transform::{self, Field};
 use super::parse::{ConnTokens, Framing, RequestHead, ResponseHead, Version};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) plus the ones the gateway rewrites itself.
-fn skip_always(name: &[u8]) -> bool {
+pub(crate) fn skip_always(name: &[u8]) -> bool {
     const HOP: [&[u8]; 8] = [
         b"connection",
         b"keep-alive",

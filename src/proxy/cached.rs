@@ -283,18 +283,7 @@ pub(super) async fn serve<S: ClientStream>(
     out.clear();
     cache::put_head(out, &hit.entry, hit.not_modified, now, hit.status);
     let route = &gen.routes[hit.route];
-    if let Some(edits) = route.transform.response.as_ref().map(|t| &t.headers) {
-        for (name, value) in &edits.set {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            transform::render_response(out, value, hit.request_id.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out.extend_from_slice(b"X-Request-Id: ");
-    out.extend_from_slice(hit.request_id.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(hit.response_headers.as_bytes());
+    route_lines(out, gen, hit.route, hit.request_id, &hit.response_headers);
     if !keep {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if hit.version == Version::Http10 {
@@ -310,6 +299,23 @@ pub(super) async fn serve<S: ClientStream>(
         return Err(Failure::silent());
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// The lines every response of the route gets after the stored ones: its response `set`
+/// headers, the request id, and the policies' lines (CORS, RateLimit).
+fn route_lines(out: &mut Vec<u8>, gen: &Generation, route: usize, request_id: RequestId, policy_lines: &HeaderBuf) {
+    if let Some(edits) = gen.routes[route].transform.response.as_ref().map(|t| &t.headers) {
+        for (name, value) in &edits.set {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            transform::render_response(out, value, request_id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(policy_lines.as_bytes());
 }
 
 /// Head and stored body as one `writev`: the body is the entry's own bytes.
@@ -737,18 +743,7 @@ async fn stream_over<S: ClientStream>(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     cache::put_status(out, Status::Forward { fwd: "miss", status: Some(draft.status), stored: false, ttl: None });
-    if let Some(edits) = gen.routes[plan.route].transform.response.as_ref().map(|t| &t.headers) {
-        for (name, value) in &edits.set {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            transform::render_response(out, value, plan.request_id.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out.extend_from_slice(b"X-Request-Id: ");
-    out.extend_from_slice(plan.request_id.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(plan.response_headers.as_bytes());
+    route_lines(out, gen, plan.route, plan.request_id, &plan.response_headers);
     out.extend_from_slice(b"\r\n");
     ctx.status = draft.status;
     let put = |out: &mut Vec<u8>, data: &[u8]| {

@@ -366,22 +366,28 @@ impl<'a> Editor<'a> {
         // The set members (and the objects on their way) this object lacked.
         let Some(o) = out else { return Ok(()) };
         if let Some(n) = node {
-            for (i, (k, c)) in n.keys.iter().enumerate() {
-                let had = i < 64 && seen & (1 << i) != 0;
-                if had || (filter && c.allow == Allow::None) || (c.set.is_none() && !c.set_below) {
-                    continue;
-                }
-                if !first {
-                    o.push(b',');
-                }
-                first = false;
-                let _ = serde_json::to_writer(&mut *o, k);
-                o.push(b':');
-                self.made(c, o, filter && c.allow == Allow::Partial);
-            }
+            self.missing_sets(n, o, filter, seen, first);
         }
         o.push(b'}');
         Ok(())
+    }
+
+    /// Writes the members `n` makes for its sets that the object lacked (`seen`: a bit per
+    /// child it had), each after a comma unless it is the object's first.
+    fn missing_sets(&self, n: &Node, o: &mut Vec<u8>, filter: bool, seen: u64, mut first: bool) {
+        for (i, (k, c)) in n.keys.iter().enumerate() {
+            let had = i < 64 && seen & (1 << i) != 0;
+            if had || (filter && c.allow == Allow::None) || (c.set.is_none() && !c.set_below) {
+                continue;
+            }
+            if !first {
+                o.push(b',');
+            }
+            first = false;
+            let _ = serde_json::to_writer(&mut *o, k);
+            o.push(b':');
+            self.made(c, o, filter && c.allow == Allow::Partial);
+        }
     }
 
     /// A member made for a `set`: its value, or an object holding the sets below it.
@@ -391,22 +397,7 @@ impl<'a> Editor<'a> {
             return;
         }
         o.push(b'{');
-        let mut first = true;
-        for (k, g) in &c.keys {
-            if g.set.is_none() && !g.set_below {
-                continue;
-            }
-            if filter && g.allow == Allow::None {
-                continue;
-            }
-            if !first {
-                o.push(b',');
-            }
-            first = false;
-            let _ = serde_json::to_writer(&mut *o, k);
-            o.push(b':');
-            self.made(g, o, filter && g.allow == Allow::Partial);
-        }
+        self.missing_sets(c, o, filter, 0, true);
         o.push(b'}');
     }
 
