@@ -25,6 +25,7 @@ IDLE_CONNS=0     # 0 = skip the idle-connection memory test
 WITH_NGINX=1
 WITH_DIRECT=0
 WITH_L4=0        # 1 = also HAProxy in mode tcp (one thread): the byte-relay floor
+WORKERS=1        # shards of ringgate, worker processes of nginx, threads of HAProxy
 WITH_OHA=1       # 0 = skip the open-loop (oha) runs
 BUILD=1
 WARMUP=2         # seconds of unmeasured load before the measured runs
@@ -49,6 +50,9 @@ Usage: loadtest/run.sh [options]
   --idle-conns N      also measure memory per idle keep-alive connection with
                       N connections (e.g. 10000)
   --direct            also load the stub upstream directly, as a baseline
+  --workers N         N shards / nginx workers / HAProxy threads (default 1);
+                      with N > 1 the servers may use every CPU (wrk and the
+                      stub stay pinned away from CPU 0)
   --l4                also HAProxy in mode tcp (one thread, pinned as the
                       gateway is) in front of the same stub: a relay that
                       parses nothing, the floor of CPU per request
@@ -76,6 +80,7 @@ while [[ $# -gt 0 ]]; do
         --scenario)    SCENARIO=${2-}; shift 2 ;;
         --direct)      WITH_DIRECT=1; shift ;;
         --l4)          WITH_L4=1; shift ;;
+        --workers)     need_uint "$1" "${2-}"; WORKERS=$2; shift 2 ;;
         --no-nginx)    WITH_NGINX=0; shift ;;
         --no-oha)      WITH_OHA=0; shift ;;
         --bin)         [[ -n ${2-} ]] || die "--bin needs a path"
@@ -301,7 +306,13 @@ fi
 # possible. ringgate (pin_cores = true) pins its worker inside the affinity
 # mask it is started with; nginx pins its worker with worker_cpu_affinity.
 NCPU=$(nproc)
-if ((NCPU >= 2)); then
+if ((NCPU >= 2 && WORKERS > 1)); then
+    # Several workers: each server spreads over every CPU (ringgate pins one shard per core);
+    # the load generators still keep off CPU 0 as far as the machine allows.
+    GATEWAY_PIN=()
+    LOADGEN_PIN=(taskset -c "1-$((NCPU - 1))")
+    NGINX_AFFINITY="worker_cpu_affinity auto;"
+elif ((NCPU >= 2)); then
     GATEWAY_PIN=(taskset -c 0)
     LOADGEN_PIN=(taskset -c "1-$((NCPU - 1))")
     NGINX_AFFINITY="worker_cpu_affinity 1;"
@@ -386,7 +397,7 @@ STUB_PID=${STUB_PIDS[0]}
 SERVICE_TOML=""
 if declare -F scenario_gateway_service >/dev/null; then SERVICE_TOML=$(scenario_gateway_service); fi
 render "$HERE/gateway.toml.tmpl" \
-    PORT="$GATEWAY_PORT" UPSTREAMS="$UPSTREAMS_TOML" SERVICE="$SERVICE_TOML" \
+    PORT="$GATEWAY_PORT" UPSTREAMS="$UPSTREAMS_TOML" SERVICE="$SERVICE_TOML" WORKERS="$WORKERS" \
     ROUTES="$(scenario_gateway_routes)" \
     >"$WORK/gateway.toml"
 start_bg ringgate "${GATEWAY_PIN[@]}" "$BIN" serve --config "$WORK/gateway.toml"
@@ -408,7 +419,7 @@ if ((WITH_NGINX)); then
     user_directive=""
     if ((EUID == 0)); then user_directive="user nobody $(id -gn nobody);"; fi
     render "$HERE/nginx.conf.tmpl" \
-        PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_SERVERS="$UPSTREAM_SERVERS" \
+        PREFIX="$prefix" PORT="$NGINX_PORT" UPSTREAM_SERVERS="$UPSTREAM_SERVERS" WORKERS="$WORKERS" \
         UPSTREAM_EXTRA="$SCENARIO_NGINX_UPSTREAM" \
         USER_DIRECTIVE="$user_directive" CPU_AFFINITY="$NGINX_AFFINITY" \
         WORKER_CONNECTIONS="$worker_conns" RLIMIT_NOFILE="$(ulimit -n)" \
@@ -431,7 +442,7 @@ if ((WITH_L4)); then
     # One thread, TCP only: accepts, connects to the stub, copies bytes both ways.
     cat >"$WORK/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 9000
 defaults
     mode tcp
@@ -547,6 +558,7 @@ fi
     echo "connections=$CONNECTIONS"
     echo "rate=$RATE"
     echo "body_size=$BODY_SIZE"
+    echo "workers=$WORKERS"
     echo "idle_conns=$IDLE_CONNS"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "cpus=$NCPU"
