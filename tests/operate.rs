@@ -65,6 +65,11 @@ fn metrics_count_requests_by_route_method_and_code() {
     assert!(sample(&text, "ringgate_response_bytes_total{route=\"api\"}").unwrap() > 90.0);
     assert_eq!(sample(&text, "ringgate_connections_accepted_total"), Some(1.0));
     assert_eq!(sample(&text, "ringgate_connections_open"), Some(1.0));
+    // By shard: the one connection is on one of the two shards.
+    let by_shard = |name: &str| (0..2).map(|i| sample(&text, &format!("{name}{{shard=\"{i}\"}}")).unwrap_or(-1.0)).collect::<Vec<_>>();
+    let accepted = by_shard("ringgate_shard_connections_accepted_total");
+    assert!(accepted == [1.0, 0.0] || accepted == [0.0, 1.0], "{accepted:?}");
+    assert_eq!(by_shard("ringgate_shard_connections_open"), accepted);
     assert_eq!(sample(&text, "ringgate_config_generation"), Some(1.0));
     assert!(text.contains("ringgate_build_info{version=\""));
     assert!(text.contains("ringgate_request_duration_quantile_seconds{route=\"api\",quantile=\"0.99\"}"));

@@ -451,6 +451,15 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     o.sample("ringgate_connections_accepted_total", "", accepted);
     o.family("ringgate_connections_open", "gauge", "Client connections open now.");
     o.sample("ringgate_connections_open", "", open);
+    // By shard: SO_REUSEPORT spreads connections by a hash, not by load; these show the spread.
+    o.family("ringgate_shard_connections_accepted_total", "counter", "Client connections accepted, by shard.");
+    for (i, s) in shards.iter().enumerate() {
+        o.sample("ringgate_shard_connections_accepted_total", &format!("shard=\"{i}\""), s.accepted);
+    }
+    o.family("ringgate_shard_connections_open", "gauge", "Client connections open now, by shard.");
+    for (i, s) in shards.iter().enumerate() {
+        o.sample("ringgate_shard_connections_open", &format!("shard=\"{i}\""), s.open_connections);
+    }
     o.family("ringgate_connections_refused_total", "counter", "Client connections refused or not accepted, by reason.");
     o.sample("ringgate_connections_refused_total", "reason=\"per_ip_cap\"", per_ip);
     o.sample("ringgate_connections_refused_total", "reason=\"fd_exhausted\"", fd);
