@@ -373,6 +373,7 @@ fn objects_over_max_object_stream_through_uncached() {
     let big2 = big.clone();
     let (up, n) = origin(move |r, _| match r.path() {
         "/big-length" => ok("Cache-Control: max-age=60\r\n", &big2),
+        "/big-close" => format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\n{big2}").into_bytes(),
         _ => {
             let mut b = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             for _ in 0..10 {
@@ -390,8 +391,12 @@ fn objects_over_max_object_stream_through_uncached() {
         let r = get(&mut c, "/big-chunked", "");
         assert_eq!(r.body_str(), big);
         assert!(status_of(&r).contains("fwd=miss") && !status_of(&r).contains("stored"), "{}", r.head);
+        // Close-delimited: re-chunked for the HTTP/1.1 client, which keeps its connection.
+        let r = get(&mut c, "/big-close", "");
+        assert_eq!(r.body_str(), big);
+        assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
     }
-    assert_eq!(n.load(Ordering::SeqCst), 4);
+    assert_eq!(n.load(Ordering::SeqCst), 6);
     // The connection is still good.
     assert_eq!(get(&mut c, "/big-length", "").status, 200);
 }

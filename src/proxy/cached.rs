@@ -781,42 +781,32 @@ async fn stream_over<S: ClientStream>(
                 false
             }
         };
-        if done {
-            if chunked {
-                out.extend_from_slice(b"0\r\n\r\n");
+        if !done {
+            if !out.is_empty() && client_write(client, out, dur).await.is_err() {
+                fail(shard, &mut ex);
+                return Err(Failure::silent());
             }
-            let r = client_write(client, out, dur).await;
-            fail(shard, &mut ex);
-            return match r {
-                Ok(()) if chunked => Ok(Next::KeepAlive),
-                Ok(()) => Ok(Next::Close),
-                Err(_) => Err(Failure::silent()),
-            };
-        }
-        if !out.is_empty() && client_write(client, out, dur).await.is_err() {
-            fail(shard, &mut ex);
-            return Err(Failure::silent());
-        }
-        match timed_fill(&mut ex.conn.stream, &mut ex.buf, dur).await {
-            Ok(k) if k > 0 => {}
-            Ok(_) if decoder.is_none() => {
-                out.clear();
-                if chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
+            match timed_fill(&mut ex.conn.stream, &mut ex.buf, dur).await {
+                Ok(k) if k > 0 => continue,
+                // A close-delimited body ends with the upstream's close.
+                Ok(_) if decoder.is_none() => out.clear(),
+                _ => {
+                    fail(shard, &mut ex);
+                    return Err(Failure::after_response(ProxyError::UpstreamClosed));
                 }
-                let r = client_write(client, out, dur).await;
-                fail(shard, &mut ex);
-                return match r {
-                    Ok(()) if chunked => Ok(Next::KeepAlive),
-                    Ok(()) => Ok(Next::Close),
-                    Err(_) => Err(Failure::silent()),
-                };
-            }
-            _ => {
-                fail(shard, &mut ex);
-                return Err(Failure::after_response(ProxyError::UpstreamClosed));
             }
         }
+        // The end: the last chunk for an HTTP/1.1 client (which keeps its connection).
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        let r = client_write(client, out, dur).await;
+        fail(shard, &mut ex);
+        return match r {
+            Ok(()) if chunked => Ok(Next::KeepAlive),
+            Ok(()) => Ok(Next::Close),
+            Err(_) => Err(Failure::silent()),
+        };
     }
 }
 
