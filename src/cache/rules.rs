@@ -227,7 +227,10 @@ pub fn not_storable(f: &StoreFacts) -> Option<&'static str> {
     if !storable_status(f.status) || (cc.must_understand && !understood(f.status)) {
         return Some("status");
     }
-    if cc.no_store || f.request_no_store {
+    // §5.2.2.3: `must-understand` with `no-store` means "store it if you know this status";
+    // the no-store is for caches that do not.
+    let understood_override = cc.must_understand && understood(f.status);
+    if (cc.no_store && !understood_override) || f.request_no_store {
         return Some("no-store");
     }
     if cc.private {
@@ -444,6 +447,8 @@ mod tests {
         assert_eq!(not_storable(&StoreFacts { set_cookie: true, skip_set_cookie: true, cc: rcc("public, max-age=5"), ..base }), Some("set-cookie"));
         assert_eq!(not_storable(&StoreFacts { status: 599, cc: rcc("max-age=5"), ..base }), None);
         assert_eq!(not_storable(&StoreFacts { status: 599, cc: rcc("max-age=5, must-understand"), ..base }), Some("status"));
+        assert_eq!(not_storable(&StoreFacts { cc: rcc("max-age=5, must-understand, no-store"), ..base }), None);
+        assert_eq!(not_storable(&StoreFacts { status: 599, cc: rcc("max-age=5, must-understand, no-store"), ..base }), Some("status"));
     }
 
     #[test]
