@@ -435,12 +435,16 @@ fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAdd
 }
 
 /// Serves one connection; a panic while serving it closes that connection only. The guard
-/// uncounts it when it ends either way.
-async fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = ()>) {
-    if AssertUnwindSafe(serve).catch_unwind().await.is_err() {
-        tracing::error!("panic while serving a connection; it was closed");
-    }
-    drop(guard);
+/// uncounts it when it ends either way (or when the task is dropped unfinished). A combinator,
+/// not an `async fn`: an `async fn` would hold `serve` twice, as its argument and inside the
+/// `catch_unwind` future it was moved into, doubling every connection's task.
+fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = ()>) -> impl std::future::Future<Output = ()> {
+    AssertUnwindSafe(serve).catch_unwind().map(move |r| {
+        if r.is_err() {
+            tracing::error!("panic while serving a connection; it was closed");
+        }
+        drop(guard);
+    })
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
