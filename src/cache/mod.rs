@@ -95,11 +95,7 @@ fn vary_value(req_headers: &[httparse::Header], name: &[u8], out: &mut Vec<u8>) 
     let mut any = false;
     for h in req_headers.iter().filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name)) {
         any = true;
-        for elem in h.value.split(|&b| b == b',') {
-            let e = parse::trim(elem);
-            if e.is_empty() {
-                continue;
-            }
+        for e in parse::list_items(h.value) {
             if !out.is_empty() {
                 out.push(b',');
             }
@@ -188,7 +184,7 @@ pub fn response_facts(res: &ResponseHead) -> ResponseFacts {
         cc.no_store = surrogate.no_store;
     }
     let first = |name: &'static str| values(name).next();
-    let vary_star = values("vary").any(|v| v.split(|&b| b == b',').any(|t| parse::trim(t) == b"*"));
+    let vary_star = values("vary").any(|v| parse::list_items(v).any(|t| t == b"*"));
     ResponseFacts {
         cc,
         expires: first("expires").map(rules::http_date),
@@ -298,9 +294,9 @@ pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields
     let mut vary = Vec::new();
     let mut scratch = Vec::new();
     for v in res.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("vary")) {
-        for name in v.value.split(|&b| b == b',') {
-            let name = parse::trim(name).to_ascii_lowercase();
-            if name.is_empty() || vary.iter().any(|(n, _): &VaryValue| **n == name[..]) {
+        for name in parse::list_items(v.value) {
+            let name = name.to_ascii_lowercase();
+            if vary.iter().any(|(n, _): &VaryValue| **n == name[..]) {
                 continue;
             }
             let value = vary_value(r.request_headers, &name, &mut scratch).then(|| scratch.clone().into_boxed_slice());
@@ -330,20 +326,25 @@ pub fn draft(r: &DraftRequest, res: &ResponseHead, facts: &ResponseFacts, fields
     }
 }
 
+/// Writes a status line and stored fields.
+pub fn put_status_and_fields<'f>(out: &mut Vec<u8>, status: u16, reason: &[u8], fields: impl Iterator<Item = &'f Field>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in fields {
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Status line, fields and framing of a stored response.
 fn entry_head(status: u16, reason: &[u8], fields: &[Field], body_len: usize) -> Box<[u8]> {
     let mut head = Vec::with_capacity(64 + fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(reason);
-    head.extend_from_slice(b"\r\n");
-    for (n, v) in fields {
-        head.extend_from_slice(n);
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(v);
-        head.extend_from_slice(b"\r\n");
-    }
+    put_status_and_fields(&mut head, status, reason, fields.iter());
     if status != 204 && status != 304 {
         head.extend_from_slice(b"Content-Length: ");
         head.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
@@ -368,7 +369,6 @@ impl Draft {
             cc: self.cc,
             swr: self.swr,
             sie: self.sie,
-            refreshing: std::cell::Cell::new(false),
         }
     }
 }
@@ -419,7 +419,6 @@ pub fn refreshed(
         cc,
         swr: e.swr,
         sie: e.sie,
-        refreshing: std::cell::Cell::new(false),
     };
     (entry, storable)
 }
@@ -535,14 +534,8 @@ fn in_304(name: &[u8], has_etag: bool) -> bool {
 /// `Age` and `Cache-Status`. The caller ends the head.
 pub fn put_head(out: &mut Vec<u8>, e: &Entry, not_modified: bool, now: i64, status: Status) {
     if not_modified {
-        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
         let has_etag = e.field("etag").is_some();
-        for (n, v) in e.fields.iter().filter(|(n, _)| in_304(n, has_etag)) {
-            out.extend_from_slice(n);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        }
+        put_status_and_fields(out, 304, b"Not Modified", e.fields.iter().filter(|(n, _)| in_304(n, has_etag)));
     } else {
         out.extend_from_slice(&e.head);
     }
@@ -672,8 +665,7 @@ impl Purges {
 }
 
 /// Percent-decodes a query parameter value (`+` is a space).
-pub fn percent_decode(v: &str) -> Vec<u8> {
-    let b = v.as_bytes();
+pub fn percent_decode(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -724,8 +716,8 @@ mod tests {
         assert_eq!(split_url(b"/a/b"), Some((Vec::new(), b"/a/b".to_vec())));
         assert_eq!(split_url(b"http://h"), Some((b"h".to_vec(), b"/".to_vec())));
         assert_eq!(split_url(b"ftp://h/x"), None);
-        assert_eq!(percent_decode("http%3A%2F%2Fh%2Fa%3Fb%3D1"), b"http://h/a?b=1".to_vec());
-        assert_eq!(percent_decode("a%2"), b"a%2".to_vec());
+        assert_eq!(percent_decode(b"http%3A%2F%2Fh%2Fa%3Fb%3D1"), b"http://h/a?b=1".to_vec());
+        assert_eq!(percent_decode(b"a%2"), b"a%2".to_vec());
     }
 
     #[test]

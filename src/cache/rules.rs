@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::http::parse::{list_items, trim};
+
 /// Seconds given to a directive beyond this are this (RFC 9111 §1.2.2).
 const MAX_DELTA: u64 = 2_147_483_648;
 
@@ -171,12 +173,6 @@ fn trim_start(v: &[u8]) -> &[u8] {
     &v[s..]
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let v = trim_start(v);
-    let e = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(0, |e| e + 1);
-    &v[..e]
-}
-
 /// Seconds since the epoch, now.
 pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -215,8 +211,6 @@ pub struct StoreFacts {
     /// The request carried `Authorization`.
     pub authorization: bool,
     pub request_no_store: bool,
-    /// The route gives freshness when the origin gives none.
-    pub default_ttl: bool,
     /// The route does not store responses that set cookies (`store_set_cookie = false`).
     pub skip_set_cookie: bool,
 }
@@ -251,7 +245,6 @@ pub fn not_storable(f: &StoreFacts) -> Option<&'static str> {
     if explicit || heuristically_cacheable(f.status) || cc.no_cache {
         return None;
     }
-    let _ = f.default_ttl;
     Some("status")
 }
 
@@ -355,25 +348,16 @@ pub fn usable(f: &Freshness, req: &RequestCc) -> Use {
 
 /// Weak comparison of two entity tags (RFC 9110 §8.8.3.2): equal opaque tags, `W/` ignored.
 pub fn weak_eq(a: &[u8], b: &[u8]) -> bool {
-    let strip = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
-    let (a, b) = (trim(a), trim(b));
-    a.strip_prefix(b"W/").unwrap_or(a) == b.strip_prefix(b"W/").unwrap_or(b) || strip(a) == strip(b)
+    fn opaque(t: &[u8]) -> &[u8] {
+        let t = trim(t);
+        t.strip_prefix(b"W/").unwrap_or(t)
+    }
+    opaque(a) == opaque(b)
 }
 
 /// Whether an `If-None-Match` list names `etag` (or is `*`).
 pub fn none_match<'a>(values: impl Iterator<Item = &'a [u8]>, etag: Option<&[u8]>) -> bool {
-    for v in values {
-        for tag in v.split(|&b| b == b',') {
-            let tag = trim(tag);
-            if tag == b"*" {
-                return true;
-            }
-            if etag.is_some_and(|e| weak_eq(tag, e)) {
-                return true;
-            }
-        }
-    }
-    false
+    values.flat_map(list_items).any(|tag| tag == b"*" || etag.is_some_and(|e| weak_eq(tag, e)))
 }
 
 #[cfg(test)]
@@ -428,7 +412,6 @@ mod tests {
             set_cookie: false,
             authorization: false,
             request_no_store: false,
-            default_ttl: false,
             skip_set_cookie: false,
         };
         assert_eq!(not_storable(&base), None);

@@ -46,8 +46,6 @@ pub struct Entry {
     /// Effective RFC 5861 windows in seconds (the response's, else the route's).
     pub swr: i64,
     pub sie: i64,
-    /// A background refresh is under way (one at a time).
-    pub refreshing: Cell<bool>,
 }
 
 impl Entry {
@@ -114,10 +112,9 @@ struct Slot {
 #[derive(Default)]
 pub struct Fill {
     done: Cell<bool>,
-    /// The filled response was stored (waiters look again); otherwise each goes upstream.
-    pub stored: Cell<bool>,
-    /// What the fill stored (or refreshed): served to waiters even when it is to be validated on
-    /// every other use (`no-cache`), since it was validated just now.
+    /// What the fill stored (or refreshed), if anything: waiters look again when there is one
+    /// (and are served it even when it is to be validated on every other use, `no-cache`, since
+    /// it was validated just now); otherwise each goes upstream.
     pub entry: RefCell<Option<Rc<Entry>>>,
     wakers: RefCell<Vec<Waker>>,
 }
@@ -150,7 +147,6 @@ impl FillGuard {
         if self.fill.done.get() {
             return;
         }
-        self.fill.stored.set(entry.is_some());
         *self.fill.entry.borrow_mut() = entry;
         if let Ok(mut s) = self.store.try_borrow_mut() {
             if s.fills.get(&self.key).is_some_and(|f| Rc::ptr_eq(f, &self.fill)) {
@@ -457,7 +453,6 @@ mod tests {
             cc: ResponseCc::default(),
             swr: 0,
             sie: 0,
-            refreshing: Cell::new(false),
         })
     }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::parse_duration;
 use super::Checker;
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,18 +109,6 @@ pub(crate) fn caches(c: &mut Checker, raw: &[RawCache]) -> Vec<CacheDef> {
     out
 }
 
-/// A duration that may be zero (`"0s"`: off).
-fn duration0(c: &mut Checker, path: &str, v: &Option<String>, default: Duration) -> Duration {
-    let Some(s) = v else { return default };
-    match parse_duration(s) {
-        Ok(d) => d,
-        Err(e) => {
-            c.err(path, e, "write durations like \"5m\", \"30s\" or \"0s\"");
-            default
-        }
-    }
-}
-
 pub(crate) fn route_cache(
     c: &mut Checker,
     p: &str,
@@ -179,10 +166,10 @@ pub(crate) fn route_cache(
     }
     Some(CachePolicy {
         cache,
-        ttl: duration0(c, &format!("{pp}.ttl"), &r.ttl, Duration::ZERO),
+        ttl: c.duration0(&format!("{pp}.ttl"), &r.ttl, Duration::ZERO),
         key,
-        stale_while_revalidate: duration0(c, &format!("{pp}.stale_while_revalidate"), &r.stale_while_revalidate, Duration::ZERO),
-        stale_if_error: duration0(c, &format!("{pp}.stale_if_error"), &r.stale_if_error, Duration::ZERO),
+        stale_while_revalidate: c.duration0(&format!("{pp}.stale_while_revalidate"), &r.stale_while_revalidate, Duration::ZERO),
+        stale_if_error: c.duration0(&format!("{pp}.stale_if_error"), &r.stale_if_error, Duration::ZERO),
         lock_timeout: c.duration(&format!("{pp}.lock_timeout"), &r.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         store_set_cookie: r.store_set_cookie.unwrap_or(true),
     })

@@ -474,18 +474,25 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
-        let Some(s) = v else { return default };
-        match parse_duration(s) {
-            Ok(d) if d.is_zero() => {
+        match self.parsed_duration(path, v) {
+            Some(d) if d.is_zero() => {
                 self.err(path, "must be longer than zero", "use a positive duration such as \"30s\"");
                 default
             }
-            Ok(d) => d,
-            Err(e) => {
-                self.err(path, e, "write durations like \"30s\", \"1.5s\" or \"1500ms\"");
-                default
-            }
+            Some(d) => d,
+            None => default,
         }
+    }
+
+    /// A duration that may be zero (`"0s"`: off).
+    pub(crate) fn duration0(&mut self, path: &str, v: &Option<String>, default: Duration) -> Duration {
+        self.parsed_duration(path, v).unwrap_or(default)
+    }
+
+    /// The duration written, if any; one that does not parse is reported.
+    fn parsed_duration(&mut self, path: &str, v: &Option<String>) -> Option<Duration> {
+        let s = v.as_ref()?;
+        parse_duration(s).map_err(|e| self.err(path, e, "write durations like \"30s\", \"1.5s\" or \"1500ms\"")).ok()
     }
 
     /// A duration the gateway counts in whole seconds (a header value, a leeway on claim times):

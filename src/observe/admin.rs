@@ -172,7 +172,7 @@ fn handle(mut s: TcpStream, r: &Reloader) {
         },
         ("DELETE", "/cache") => {
             let query = req.path.split_once('?').map_or("", |(_, q)| q);
-            let param = |name: &str| query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| crate::cache::percent_decode(v)));
+            let param = |name: &str| crate::policy::apikey::query_param(query.as_bytes(), name.as_bytes()).map(crate::cache::percent_decode);
             let (target, prefix) = match (param("url"), param("prefix")) {
                 (Some(u), None) => (crate::cache::split_url(&u), false),
                 (None, Some(p)) if p.first() == Some(&b'/') => {

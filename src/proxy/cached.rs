@@ -491,7 +491,6 @@ fn classify(gen: &Generation, policy: &CachePolicy, fill: &FillCtx, res: &Respon
         set_cookie: facts.set_cookie,
         authorization: fill.authorization,
         request_no_store: fill.req_cc.no_store,
-        default_ttl: !policy.ttl.is_zero(),
         skip_set_cookie: !policy.store_set_cookie,
     });
     let max = fill.store.borrow().def.max_object;
@@ -536,8 +535,8 @@ fn varies_on_gateway_header(gen: &Generation, route: usize, res: &ResponseHead) 
     res.headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("vary"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|n| owned(parse::trim(n)))
+        .flat_map(|h| parse::list_items(h.value))
+        .any(owned)
 }
 
 /// Whether a held entry may be served stale because the upstream failed (RFC 5861 §4).
@@ -726,17 +725,7 @@ async fn stream_over<S: ClientStream>(
     let dur = gen.cfg.timeouts.body;
     let chunked = plan.version == Version::Http11;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa::Buffer::new().format(draft.status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(&draft.reason);
-    out.extend_from_slice(b"\r\n");
-    for (n, v) in &draft.fields {
-        out.extend_from_slice(n);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
+    cache::put_status_and_fields(out, draft.status, &draft.reason, draft.fields.iter());
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     } else {

@@ -249,7 +249,7 @@ async fn request<S: ClientStream>(
             c.what = cached::What::Miss { vary: false };
             let wait = gen.cfg.routes[plan.route].cache.as_ref().map_or(Duration::ZERO, |p| p.lock_timeout);
             let _ = monoio::time::timeout(wait, fill.wait()).await;
-            if fill.stored.get() {
+            if fill.entry.borrow().is_some() {
                 if let Some(hit) = cached::after_wait(&plan, &fill) {
                     return cached::serve(shard, gen, ctx, client, out, hit, intake).await;
                 }
