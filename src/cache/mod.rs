@@ -511,16 +511,30 @@ impl Conditional {
 
     /// True when the stored response is "not modified" for the client.
     pub fn not_modified(&self, e: &Entry) -> bool {
-        if e.status != 200 {
-            return false;
-        }
-        if let Some(inm) = &self.if_none_match {
-            return rules::none_match(std::iter::once(&inm[..]), e.field("etag"));
-        }
-        match (self.if_modified_since, e.field("last-modified").and_then(rules::http_date)) {
-            (Some(ims), Some(lm)) => lm <= ims,
-            _ => false,
-        }
+        not_modified(e, self.if_none_match.as_deref().map(std::iter::once), self.if_modified_since)
+    }
+
+    /// The same answer read straight from a request's head (a hit: nothing kept, nothing
+    /// allocated).
+    pub fn not_modified_for(req: &RequestHead, e: &Entry) -> bool {
+        let inm = || req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("if-none-match")).map(|h| h.value);
+        let ims = stage::header(req, "if-modified-since").and_then(rules::http_date);
+        not_modified(e, inm().next().is_some().then(inm), ims)
+    }
+}
+
+/// RFC 9110 §13.2.2: `If-None-Match` when present (its field values), else `If-Modified-Since`
+/// against the stored `Last-Modified`.
+fn not_modified<'a>(e: &Entry, if_none_match: Option<impl Iterator<Item = &'a [u8]>>, if_modified_since: Option<i64>) -> bool {
+    if e.status != 200 {
+        return false;
+    }
+    if let Some(inm) = if_none_match {
+        return rules::none_match(inm, e.field("etag"));
+    }
+    match (if_modified_since, e.field("last-modified").and_then(rules::http_date)) {
+        (Some(ims), Some(lm)) => lm <= ims,
+        _ => false,
     }
 }
 

@@ -162,7 +162,7 @@ pub(super) fn lookup(
         let m = metrics(store);
         let hit = |entry: Rc<Entry>, status| {
             Hit {
-                not_modified: Conditional::of_hit(req, &entry),
+                not_modified: Conditional::not_modified_for(req, &entry),
                 entry,
                 status,
                 head_only: req.method == "HEAD",
@@ -218,12 +218,6 @@ pub(super) fn lookup(
     })
 }
 
-impl Conditional {
-    fn of_hit(req: &RequestHead, e: &Entry) -> bool {
-        let has = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("if-none-match") || h.name.eq_ignore_ascii_case("if-modified-since"));
-        has && Conditional::of(req).not_modified(e)
-    }
-}
 
 /// Announces this cache to the origin, which may then target `Surrogate-Control` at it.
 pub(super) const SURROGATE_CAPABILITY: &[u8] = b"Surrogate-Capability: ringgate=\"Surrogate/1.0\"\r\n";
