@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use monoio::buf::IoVecBuf;
 
-use super::{client_write, timed_fill, Client, Failure, Intake, NoBody, Next, Plan};
+use super::{client_write, read_bounded, timed_fill, Body, Client, Failure, Intake, NoBody, Next, Plan};
 use crate::cache::rules::{self, RequestCc};
 use crate::cache::{self, Conditional, Draft, Entry, Fill, FillGuard, Found, Key, Status, Store};
 use crate::config::cache::CachePolicy;
@@ -31,7 +31,7 @@ use crate::policy::HeaderBuf;
 use crate::ctx::Ctx;
 use crate::runtime::generation::Generation;
 use crate::runtime::shard::Shard;
-use crate::upstream::{self, Head, UpStream};
+use crate::upstream::{self, Head};
 
 /// A response served from the store.
 pub(super) struct Hit {
@@ -595,56 +595,6 @@ pub(super) fn after_wait(plan: &Plan, fill: &Fill) -> Option<Hit> {
     CacheMetrics::count(&metrics(&c.fill.store).collapsed);
     let ttl = cache::ttl(&entry, now);
     Some(Hit::from_plan(plan, entry, Status::Collapsed { ttl }))
-}
-
-/// The body of a response being stored, read whole up to `max` bytes, or what was read when it
-/// turned out larger (then it streams through).
-enum Body {
-    Whole(Vec<u8>),
-    Over(Vec<u8>, Option<ChunkedDecoder>),
-}
-
-async fn read_bounded(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Body, &'static str> {
-    let mut body = Vec::new();
-    let mut decoder = (framing == Framing::Chunked).then(|| ChunkedDecoder::new(max_trailer));
-    loop {
-        match (&mut decoder, framing) {
-            (_, Framing::None) => return Ok(Body::Whole(body)),
-            (None, Framing::Length(n)) => {
-                let take = ubuf.pending_len().min((n as usize).saturating_sub(body.len()));
-                body.extend_from_slice(&ubuf.pending()[..take]);
-                ubuf.consume(take);
-                if body.len() as u64 >= n {
-                    return Ok(Body::Whole(body));
-                }
-            }
-            (Some(d), _) => {
-                let start = ubuf.start;
-                let (data, consumed, done) = d.decode_in_place(&mut ubuf.data[start..]).map_err(|_| "the upstream's chunked body is malformed")?;
-                body.extend_from_slice(&ubuf.data[start..start + data]);
-                ubuf.consume(consumed);
-                if done {
-                    return Ok(Body::Whole(body));
-                }
-                if body.len() as u64 > max {
-                    return Ok(Body::Over(body, decoder));
-                }
-            }
-            (None, _) => {
-                let n = ubuf.pending_len();
-                body.extend_from_slice(ubuf.pending());
-                ubuf.consume(n);
-                if body.len() as u64 > max {
-                    return Ok(Body::Over(body, None));
-                }
-            }
-        }
-        match timed_fill(up, ubuf, dur).await {
-            Ok(k) if k > 0 => {}
-            Ok(_) if framing == Framing::UntilClose => return Ok(Body::Whole(body)),
-            _ => return Err("the upstream's body ended early"),
-        }
-    }
 }
 
 /// Reads a response to store, stores it and serves it; one larger than `max_object` streams

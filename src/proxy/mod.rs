@@ -1268,18 +1268,25 @@ async fn aggregate<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut C
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
-/// Reads a whole response body (a length, or chunked: dechunked) of at most `max` bytes.
-async fn read_whole(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Vec<u8>, &'static str> {
+/// A response body read whole up to `max` bytes, or what was read when it turned out larger
+/// (the cache then streams the rest through).
+enum Body {
+    Whole(Vec<u8>),
+    Over(Vec<u8>, Option<ChunkedDecoder>),
+}
+
+async fn read_bounded(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Body, &'static str> {
     let mut body = Vec::new();
     let mut decoder = (framing == Framing::Chunked).then(|| ChunkedDecoder::new(max_trailer));
     loop {
         match (&mut decoder, framing) {
+            (_, Framing::None) => return Ok(Body::Whole(body)),
             (None, Framing::Length(n)) => {
                 let take = ubuf.pending_len().min((n as usize).saturating_sub(body.len()));
                 body.extend_from_slice(&ubuf.pending()[..take]);
                 ubuf.consume(take);
                 if body.len() as u64 >= n {
-                    return Ok(body);
+                    return Ok(Body::Whole(body));
                 }
             }
             (Some(d), _) => {
@@ -1287,19 +1294,38 @@ async fn read_whole(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max
                 let (data, consumed, done) = d.decode_in_place(&mut ubuf.data[start..]).map_err(|_| "the upstream's chunked body is malformed")?;
                 body.extend_from_slice(&ubuf.data[start..start + data]);
                 ubuf.consume(consumed);
-                if body.len() as u64 > max {
-                    return Err("the upstream's body is larger than the route's max_json");
-                }
                 if done {
-                    return Ok(body);
+                    return Ok(Body::Whole(body));
+                }
+                if body.len() as u64 > max {
+                    return Ok(Body::Over(body, decoder));
                 }
             }
-            _ => return Err("the upstream's body has no length"),
+            (None, _) => {
+                let n = ubuf.pending_len();
+                body.extend_from_slice(ubuf.pending());
+                ubuf.consume(n);
+                if body.len() as u64 > max {
+                    return Ok(Body::Over(body, None));
+                }
+            }
         }
         match timed_fill(up, ubuf, dur).await {
             Ok(k) if k > 0 => {}
+            Ok(_) if framing == Framing::UntilClose => return Ok(Body::Whole(body)),
             _ => return Err("the upstream's body ended early"),
         }
+    }
+}
+
+/// Reads a whole response body (a length, or chunked: dechunked) of at most `max` bytes.
+async fn read_whole(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Vec<u8>, &'static str> {
+    if matches!(framing, Framing::None | Framing::UntilClose) {
+        return Err("the upstream's body has no length");
+    }
+    match read_bounded(up, ubuf, framing, max, max_trailer, dur).await? {
+        Body::Whole(body) if body.len() as u64 <= max || !matches!(framing, Framing::Chunked) => Ok(body),
+        _ => Err("the upstream's body is larger than the route's max_json"),
     }
 }
 
