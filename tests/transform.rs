@@ -276,6 +276,34 @@ fn json_bodies_are_transformed_both_ways() {
     }
 }
 
+#[test]
+fn a_part_declared_over_max_part_is_refused_without_reading_it() {
+    let users = Upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    // Declares 100 MB, sends ten bytes, and keeps the connection open.
+    let huge = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            c.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"a\":\"xxx\"");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+    });
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\npin_cores = false\n\
+         [[services]]\nname = \"users\"\nupstreams = [\"{}\"]\n[[services]]\nname = \"huge\"\nupstreams = [\"{}\"]\n\
+         [[routes]]\nname = \"d\"\npaths = [\"=/d\"]\n[routes.aggregate]\ntimeout = \"2s\"\nmax_part = \"1KiB\"\n\
+         [[routes.aggregate.parts]]\nkey = \"user\"\nservice = \"users\"\npath = \"/u\"\n\
+         [[routes.aggregate.parts]]\nkey = \"big\"\nservice = \"huge\"\npath = \"/b\"\nrequired = false\n",
+        users.addr, huge.addr
+    );
+    let gw = Gw::start(&toml);
+    let started = std::time::Instant::now();
+    let r = common::get(gw.addr, "/d");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the part was read, not refused: {:?}", started.elapsed());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["big"].is_null(), "{v}");
+    assert_eq!(v["errors"][0]["code"], "part_body_unreadable", "{v}");
+}
+
 /// An upstream answering every request with `body` after `delay`.
 fn slow(body: &'static str, delay_ms: u64) -> Upstream {
     Upstream::start(move |c| {

@@ -1320,11 +1320,14 @@ async fn read_bounded(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, m
 
 /// Reads a whole response body (a length, or chunked: dechunked) of at most `max` bytes.
 async fn read_whole(up: &mut UpStream, ubuf: &mut ReadBuf, framing: Framing, max: u64, max_trailer: usize, dur: Duration) -> Result<Vec<u8>, &'static str> {
-    if matches!(framing, Framing::None | Framing::UntilClose) {
-        return Err("the upstream's body has no length");
+    match framing {
+        Framing::None | Framing::UntilClose => return Err("the upstream's body has no length"),
+        // Declared over the bound: refused before a byte of it is read into memory.
+        Framing::Length(n) if n > max => return Err("the upstream's body is larger than the route's max_json"),
+        _ => {}
     }
     match read_bounded(up, ubuf, framing, max, max_trailer, dur).await? {
-        Body::Whole(body) if body.len() as u64 <= max || !matches!(framing, Framing::Chunked) => Ok(body),
+        Body::Whole(body) if body.len() as u64 <= max => Ok(body),
         _ => Err("the upstream's body is larger than the route's max_json"),
     }
 }
