@@ -30,7 +30,6 @@ Standard library only; needs wrk and nginx.
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,31 +38,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import HOST  # noqa: E402
-from scrape import cpu_ticks, wrk_report  # noqa: E402
+from harness import process_ticks as ticks, rss_kib  # noqa: E402
+from scrape import wrk_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-
-
-def ticks(pids):
-    """CPU ticks of the processes still alive (nginx's cache loader exits a minute after start)."""
-    total = 0
-    for p in pids:
-        try:
-            total += cpu_ticks(p)
-        except FileNotFoundError:
-            pass
-    return total
-
-
-def rss_kib(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 def start_ringgate(procs, args, stub_port, prefix, max_memory="256MiB"):
@@ -95,19 +74,8 @@ service = "svc"
     with open(config, "w") as f:
         f.write(text)
     proc = procs.start(f"gateway-cache-{port}", [*prefix, args.bin, "serve", "--config", config])
-    wait_port(port)
+    harness.wait_listening(port)
     return proc, port
-
-
-def wait_port(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    harness.die(f"nothing listens on {HOST}:{port}")
 
 
 def start_nginx(procs, stub_port, prefix):
@@ -162,8 +130,8 @@ http {{
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = procs.start("nginx-cache", [*prefix, nginx, "-c", conf, "-e", f"{wd}/nginx-cache.err"])
-    wait_port(cache_port)
-    wait_port(plain_port)
+    harness.wait_listening(cache_port)
+    harness.wait_listening(plain_port)
     time.sleep(0.2)
     with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
         workers = [int(p) for p in f.read().split()]

@@ -141,6 +141,44 @@ class Processes:
 # ---------------------------------------------------------------- ports ----
 
 
+def process_ticks(pids):
+    """utime + stime (clock ticks, all threads) summed over the processes still alive (nginx's
+    cache loader, for one, exits a minute after start)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def rss_kib(pids):
+    """Resident memory of the processes, in KiB."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def wait_listening(port, timeout=10.0):
+    """Waits until something accepts connections on HOST:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    die(f"nothing listens on {HOST}:{port} after {timeout:.0f} s")
+
+
 def free_port():
     """A port nothing listens on right now (something may take it before use)."""
     with socket.socket() as s:

@@ -41,7 +41,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import HOST  # noqa: E402
-from scrape import cpu_ticks, wrk_report  # noqa: E402
+from harness import process_ticks as ticks, rss_kib  # noqa: E402
+from scrape import wrk_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -101,30 +102,11 @@ http {{
 }}
 """)
     proc = procs.start(f"nginx-{port}", [*prefix, shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-e", f"{procs.workdir}/nginx-{port}.err"])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    harness.wait_listening(port)
     time.sleep(0.2)
     with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
         workers = [int(p) for p in f.read().split()]
     return proc, port, [proc.pid, *workers]
-
-
-def ticks(pids):
-    return sum(cpu_ticks(p) for p in pids)
-
-
-def rss_kib(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/status") as f:
-            m = re.search(r"VmRSS:\s+(\d+)", f.read())
-            total += int(m.group(1)) if m else 0
-    return total
 
 
 def keepalive(args, port, pids):
