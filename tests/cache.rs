@@ -308,8 +308,14 @@ fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
     assert!(t.elapsed() < Duration::from_millis(250), "served stale at once, not after the origin");
     assert!(status_of(&r).contains("stale-while-revalidate"), "{}", r.head);
     assert!(common::wait_until(Duration::from_secs(3), || n.load(Ordering::SeqCst) == 2));
-    assert!(common::wait_until(Duration::from_secs(3), || get(&mut c, "/swr", "").body_str() == "v2"));
-    assert_eq!(n.load(Ordering::SeqCst), 2);
+    // One background request made v2 (counted when v2 is first served: v2 goes stale itself a
+    // second later, on a busy machine possibly before the loop sees it).
+    let mut upstream_at_v2 = 0;
+    assert!(common::wait_until(Duration::from_secs(3), || {
+        upstream_at_v2 = n.load(Ordering::SeqCst);
+        get(&mut c, "/swr", "").body_str() == "v2"
+    }));
+    assert_eq!(upstream_at_v2, 2);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,26 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringgate::config::Config;
-
-/// One admin request; returns (status, content-type, body).
-fn admin(addr: SocketAddr, method: &str, path: &str, accept: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("admin listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = if accept.is_empty() { String::new() } else { format!("Accept: {accept}\r\n") };
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{accept}\r\n").as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let ct = header_values(head, "content-type").into_iter().next().unwrap_or_default();
-    (status, ct, body.to_string())
-}
-
-/// The value of one sample line (`name{labels} value`) in Prometheus text.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 fn base(up: SocketAddr, extra: &str) -> String {
     format!(

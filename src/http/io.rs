@@ -30,12 +30,18 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     /// Reads go through records (TLS): a readable socket may hold only part of one, so the
     /// first read of a request is bounded in time like the rest of its head.
     const RECORDS: bool = false;
+
+    /// An idle connection may leave its task for the shard's parking lot, as a bare socket
+    /// (plain TCP; a TLS session's state lives in its task).
+    const PARKS: bool = false;
 }
 
 impl ClientStream for TcpStream {
     fn socket(&self) -> &TcpStream {
         self
     }
+
+    const PARKS: bool = true;
 }
 
 /// Bytes read from a connection; `data[start..]` is not yet consumed.

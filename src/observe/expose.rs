@@ -153,6 +153,7 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut jwt_cache: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut caches: BTreeMap<&str, crate::observe::metrics::CacheSnap> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
+    let (mut parked_now, mut parked) = (0, 0);
     for s in shards {
         for r in &s.routes {
             for &(side, result, n) in &r.transforms {
@@ -239,6 +240,8 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         }
         accepted += s.accepted;
         open += s.open_connections;
+        parked_now += s.parked_now;
+        parked += s.parked;
         per_ip += s.refused_per_ip;
         fd += s.accept_errors_fd;
         paused += s.accept_paused;
@@ -451,6 +454,10 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     o.sample("ringgate_connections_accepted_total", "", accepted);
     o.family("ringgate_connections_open", "gauge", "Client connections open now.");
     o.sample("ringgate_connections_open", "", open);
+    o.family("ringgate_connections_parked", "gauge", "Open client connections idle in a parking lot (no task) now.");
+    o.sample("ringgate_connections_parked", "", parked_now);
+    o.family("ringgate_connections_parked_total", "counter", "Idle client connections moved out of their tasks into a parking lot.");
+    o.sample("ringgate_connections_parked_total", "", parked);
     // By shard: SO_REUSEPORT spreads connections by a hash, not by load; these show the spread.
     o.family("ringgate_shard_connections_accepted_total", "counter", "Client connections accepted, by shard.");
     for (i, s) in shards.iter().enumerate() {

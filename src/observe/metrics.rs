@@ -287,6 +287,8 @@ pub struct ConnMetrics {
     pub refused_per_ip: Cell<u64>,
     pub accept_errors_fd: Cell<u64>,
     pub accept_paused: Cell<u64>,
+    /// Quiet connections moved out of their tasks into the shard's parking lot.
+    pub parked: Cell<u64>,
 }
 
 /// Every series of one shard, by name.
@@ -340,7 +342,7 @@ impl ShardMetrics {
     }
 
     /// A copy of everything, to hand to the admin thread.
-    pub fn snapshot(&self, open_connections: u64) -> Snapshot {
+    pub fn snapshot(&self, open_connections: u64, parked_now: u64) -> Snapshot {
         Snapshot {
             routes: self
                 .routes
@@ -397,6 +399,8 @@ impl ShardMetrics {
             caches: self.caches.borrow().iter().map(|(n, m)| m.snapshot(n)).collect(),
             accepted: self.conns.accepted.get(),
             open_connections,
+            parked_now,
+            parked: self.conns.parked.get(),
             refused_per_ip: self.conns.refused_per_ip.get(),
             accept_errors_fd: self.conns.accept_errors_fd.get(),
             accept_paused: self.conns.accept_paused.get(),
@@ -421,6 +425,10 @@ pub struct Snapshot {
     pub caches: Vec<CacheSnap>,
     pub accepted: u64,
     pub open_connections: u64,
+    /// Open connections parked (idle, without a task) now.
+    pub parked_now: u64,
+    /// Connections parked so far.
+    pub parked: u64,
     pub refused_per_ip: u64,
     pub accept_errors_fd: u64,
     pub accept_paused: u64,

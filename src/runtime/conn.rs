@@ -2,7 +2,7 @@
 //! (pipelined ones straight from the buffer), close on error, timeout or the end of the drain
 //! grace. Never serves the same bytes twice: a request that consumed nothing ends the connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use std::time::Instant;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
+use super::park;
 use super::shard::Shard;
 use crate::http::io::{peek, peek_byte, ClientStream, Peek, ReadBuf};
 use crate::http::write::{self, ip_text, ErrorResponse};
@@ -89,7 +90,8 @@ pub async fn serve_tls(shard: Rc<Shard>, tcp: TcpStream, peer: SocketAddr) {
     let sni = s.server_name().map(|n| n.to_ascii_lowercase().into_boxed_str());
     tls.info = crate::tls::TlsInfo { sni, version, resumed, client };
     shard.metrics.tls.handshake(if resumed { "resumed" } else { "full" }, version);
-    serve(shard, tls, peer).await;
+    // A TLS connection never parks: its session state lives in its task.
+    let _ = serve(shard, tls, peer.ip(), Start::New).await;
 }
 
 /// Reads and drops what is waiting on the socket (at most 64 KiB), without blocking.
@@ -105,25 +107,52 @@ fn discard_pending(tcp: &TcpStream) {
     }
 }
 
-pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAddr) {
-    let _ = stream.socket().set_nodelay(true);
-    let mut client = Client { stream, ip: ip_text(peer.ip()), peer: peer.ip(), rbuf: ReadBuf::default(), sent: 0 };
-    let mut first = true;
+/// How a connection's task begins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Just accepted: the first request has the header timeout.
+    New,
+    /// Out of the parking lot because bytes (or a close) arrived: read at once.
+    Woken,
+}
+
+/// What a connection's task ends with: nothing (the connection is closed), or the socket to park,
+/// quiet for `park::LINGER`, with the deadline of the wait it was in.
+pub type Parking = Option<(TcpStream, Instant)>;
+
+pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: IpAddr, start: Start) -> Option<(S, Instant)> {
+    if start == Start::New {
+        let _ = stream.socket().set_nodelay(true);
+    }
+    let mut client = Client { stream, ip: ip_text(peer), peer, rbuf: ReadBuf::default(), sent: 0 };
+    let mut first = start == Start::New;
+    let mut woken = start == Start::Woken;
     loop {
         if client.rbuf.pending_len() == 0 {
             // Idle: hold no buffer while waiting (an io_uring read would pin one).
             shard.bufs.put(std::mem::take(&mut client.rbuf.data));
             client.rbuf.start = 0;
-            let timeouts = &shard.generation().cfg.timeouts;
-            let wait = if first { timeouts.header } else { timeouts.idle };
-            let ready = client.stream.has_buffered()
-                || monoio::select! {
-                    r = client.stream.socket().readable(false) => r.is_ok(),
-                    _ = shard.drain.wait_idle(Instant::now() + wait) => false,
-                };
-            // A request that arrived just as the wait ended is still served, not reset by the close.
-            if !ready && peek(client.stream.socket()) != Peek::Bytes {
-                break;
+            if !std::mem::take(&mut woken) {
+                let timeouts = &shard.generation().cfg.timeouts;
+                let deadline = Instant::now() + if first { timeouts.header } else { timeouts.idle };
+                // Quiet for LINGER: leave the task for the shard's parking lot (plain TCP only;
+                // a TLS connection's state lives in its task).
+                let park_at = Instant::now() + park::LINGER;
+                let parks = S::PARKS && park_at < deadline && shard.lot.enabled() && !shard.drain.is_draining();
+                let ready = client.stream.has_buffered()
+                    || monoio::select! {
+                        r = client.stream.socket().readable(false) => r.is_ok(),
+                        _ = shard.drain.wait_idle(if parks { park_at } else { deadline }) => false,
+                    };
+                if !ready {
+                    // A request that arrived just as the wait ended is still served, not reset
+                    // by the close.
+                    match peek(client.stream.socket()) {
+                        Peek::Bytes => {}
+                        Peek::Quiet if parks && Instant::now() < deadline => return Some((client.stream, deadline)),
+                        _ => break,
+                    }
+                }
             }
             client.rbuf = ReadBuf::new(shard.bufs.get());
             let filled = if S::RECORDS {
@@ -156,6 +185,7 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: SocketAdd
         }
     }
     shard.bufs.put(std::mem::take(&mut client.rbuf.data));
+    None
 }
 
 #[cfg(test)]
@@ -188,7 +218,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let peer = listener.local_addr().unwrap();
-            let fut = serve(shard, stream, peer);
+            let fut = serve(shard, stream, peer.ip(), Start::New);
             let size = std::mem::size_of_val(&fut);
             println!("connection future: {size} bytes");
             assert!(size <= 1024, "connection future grew to {size} bytes");

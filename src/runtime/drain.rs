@@ -34,6 +34,11 @@ impl Drain {
         self.started.get()
     }
 
+    /// When idle connections are closed, once draining.
+    pub fn grace_end(&self) -> Option<Instant> {
+        self.grace_end.get()
+    }
+
     /// Starts draining; idle waits end at `grace_end` from now on.
     pub fn start(&self, grace_end: Instant) {
         if self.started.replace(true) {

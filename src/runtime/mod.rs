@@ -5,6 +5,7 @@
 mod conn;
 mod drain;
 pub(crate) mod generation;
+mod park;
 pub(crate) mod reload;
 pub(crate) mod shard;
 
@@ -273,6 +274,7 @@ async fn run_shard(shard: Rc<Shard>) {
     reconcile_listeners(&shard, &open);
     shard.global.serving.fetch_add(1, Ordering::Relaxed);
     monoio::spawn(housekeeping(shard.clone(), open.clone()));
+    monoio::spawn(watch_parked(shard.clone()));
     shard.drain.wait().await;
     shard.global.serving.fetch_sub(1, Ordering::Relaxed);
     // Drain: listeners are closed; wait for in-flight connections to finish, bounded.
@@ -283,6 +285,8 @@ async fn run_shard(shard: Rc<Shard>) {
     if shard.conns.get() > 0 {
         tracing::warn!(shard = shard.id, open = shard.conns.get(), "drain timeout; closing remaining connections");
     }
+    // Parked connections hold their shard (through their guards): close them.
+    shard.lot.clear();
     shard.log.flush(&shard.metrics);
 }
 
@@ -318,8 +322,9 @@ fn reconcile_listeners(shard: &Rc<Shard>, open: &Listeners) {
 }
 
 /// Every 50 ms: watches the stop flag, switches to a newly published config (opening and
-/// closing listeners as it says), answers metric requests, flushes the access log; every 250 ms:
-/// expires idle and header-wait deadlines; every second: sweeps idle upstream connections.
+/// closing listeners as it says), answers metric requests, flushes the access log, ends idle
+/// waits past their deadline (parking quiet connections, closing expired ones); every second:
+/// sweeps idle upstream connections.
 async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
     let mut ticks = 0u32;
     loop {
@@ -332,9 +337,10 @@ async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
             reconcile_listeners(&shard, &open);
         }
         ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(5) || shard.drain.is_draining() {
-            shard.drain.tick(Instant::now());
-        }
+        // Cheap at any connection count: quiet connections leave these waits for the lot.
+        let now = Instant::now();
+        shard.drain.tick(now);
+        expire_parked(&shard, now);
         if ticks.is_multiple_of(20) {
             shard.generation().upstreams.sweep();
         }
@@ -428,23 +434,91 @@ fn spawn_conn(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAdd
     // Two tasks of their own sizes: one future holding either would give every plain
     // connection the size of a TLS one (its rustls state), idle or not.
     if tls {
-        monoio::spawn(guarded(guard, conn::serve_tls(shard.clone(), stream, peer)));
+        monoio::spawn(guarded(guard, conn::serve_tls(shard.clone(), stream, peer).map(|()| None)));
     } else {
-        monoio::spawn(guarded(guard, conn::serve(shard.clone(), stream, peer)));
+        monoio::spawn(guarded(guard, conn::serve(shard.clone(), stream, peer.ip(), conn::Start::New)));
     }
 }
 
 /// Serves one connection; a panic while serving it closes that connection only. The guard
-/// uncounts it when it ends either way (or when the task is dropped unfinished). A combinator,
-/// not an `async fn`: an `async fn` would hold `serve` twice, as its argument and inside the
-/// `catch_unwind` future it was moved into, doubling every connection's task.
-fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = ()>) -> impl std::future::Future<Output = ()> {
-    AssertUnwindSafe(serve).catch_unwind().map(move |r| {
-        if r.is_err() {
+/// uncounts it when it ends either way (or when the task is dropped unfinished), unless it ends
+/// by parking: then the guard goes to the lot with the socket. A combinator, not an `async fn`:
+/// an `async fn` would hold `serve` twice, as its argument and inside the `catch_unwind` future
+/// it was moved into, doubling every connection's task.
+fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = conn::Parking>) -> impl std::future::Future<Output = ()> {
+    AssertUnwindSafe(serve).catch_unwind().map(move |r| match r {
+        Ok(Some((stream, deadline))) => park(stream, guard, deadline),
+        Ok(None) => drop(guard),
+        Err(_) => {
             tracing::error!("panic while serving a connection; it was closed");
+            drop(guard);
         }
-        drop(guard);
     })
+}
+
+/// Moves a quiet connection into its shard's lot. Its socket is kept as a second descriptor
+/// (`dup`): an io_uring poll just cancelled may still hold the stream's own until it completes.
+fn park(stream: monoio::net::TcpStream, guard: ConnGuard, deadline: Instant) {
+    // SAFETY: the descriptor belongs to `stream`, open for this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
+    let Ok(fd) = fd.try_clone_to_owned() else { return };
+    drop(stream);
+    let shard = guard.0.clone();
+    if let Err(back) = shard.lot.park(fd, guard, deadline) {
+        // Closed, as an idle connection past its wait would be.
+        drop(back);
+        return;
+    }
+    let m = &shard.metrics.conns.parked;
+    m.set(m.get() + 1);
+}
+
+/// Gives a connection out of the lot a task again.
+fn resume(shard: &Rc<Shard>, p: park::Unparked) {
+    let ip = p.guard.1;
+    match monoio::net::TcpStream::from_std(std::net::TcpStream::from(p.fd)) {
+        Ok(stream) => {
+            monoio::spawn(guarded(p.guard, conn::serve(shard.clone(), stream, ip, conn::Start::Woken)));
+        }
+        Err(e) => tracing::debug!(error = %e, "could not resume a parked connection"),
+    }
+}
+
+/// The shard's parked connections: wakes those that became readable. Runs for the shard's life.
+async fn watch_parked(shard: Rc<Shard>) {
+    let Ok(fd) = shard.lot.watch_fd() else { return };
+    // monoio waits for readiness only on its own socket types, so the epoll instance is wrapped
+    // in one for `readable` alone; nothing is ever read from or written to it.
+    let Ok(poll) = monoio::net::TcpStream::from_std(std::net::TcpStream::from(fd)) else {
+        tracing::warn!("cannot wait on the parking lot; idle connections keep their tasks");
+        return;
+    };
+    let mut woken = Vec::new();
+    loop {
+        if let Err(e) = poll.readable(false).await {
+            tracing::warn!(error = %e, "waiting on the parking lot failed; retrying");
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shard.lot.take_ready(&mut woken);
+        for p in woken.drain(..) {
+            resume(&shard, p);
+        }
+    }
+}
+
+/// On the housekeeping tick: parked connections past their deadline (or the drain grace) are
+/// closed; one that got bytes in the meantime is served instead.
+fn expire_parked(shard: &Rc<Shard>, now: Instant) {
+    let mut expired = Vec::new();
+    shard.lot.take_expired(now, shard.drain.grace_end(), &mut expired);
+    for p in expired {
+        // SAFETY: a one-byte peek into a local, on a descriptor `p` owns.
+        let mut b = 0u8;
+        let n = unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(&p.fd), (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n > 0 {
+            resume(shard, p);
+        }
+    }
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

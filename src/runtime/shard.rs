@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::drain::Drain;
 use super::generation::{Generation, Published};
+use super::park::Lot;
 use crate::http::io::BufPool;
 use crate::http::write::Ids;
 use crate::observe::log::AccessLog;
@@ -137,7 +138,7 @@ impl Global {
             return;
         }
         shard.answered.set(want);
-        let snap = shard.metrics.snapshot(shard.conns.get() as u64);
+        let snap = shard.metrics.snapshot(shard.conns.get() as u64, shard.lot.len() as u64);
         let mut answers = self.snapshots.answers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = answers.get_mut(shard.id) {
             *slot = (want, snap);
@@ -153,8 +154,10 @@ pub struct Shard {
     pub bufs: BufPool,
     pub ids: Ids,
     pub drain: Drain,
-    /// Open client connections on this shard.
+    /// Open client connections on this shard (parked ones included).
     pub conns: Cell<usize>,
+    /// Idle plain connections without a task.
+    pub(super) lot: Lot,
     pub global: Arc<Global>,
     pub metrics: ShardMetrics,
     pub log: AccessLog,
@@ -175,6 +178,7 @@ impl Shard {
             ids: Ids::new(id),
             drain: Drain::default(),
             conns: Cell::new(0),
+            lot: Lot::new(),
             global,
             metrics,
             log,
