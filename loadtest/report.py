@@ -8,8 +8,9 @@ RUN_DIR holds
   TARGET.wrk.out           wrk stdout, with the WRK_JSON line from wrk_report.lua
   TARGET.oha.out           oha JSON output
   TARGET.{wrk,oha}.env     cpu_ticks (used by the target during the run), rss_kib
-  TARGET.idle.json         idle_conns.py summary (only with --idle-conns)
-  TARGET.idle.env          rss_before_kib, rss_after_kib (only with --idle-conns)
+  TARGET.idle.json         idle_conns.py summary of the first half (only with --idle-conns)
+  TARGET.idle2.json        idle_conns.py summary of the second half
+  TARGET.idle.env          rss_before_kib, rss_mid_kib, rss_after_kib (only with --idle-conns)
   notes.txt                what the scenario compares, one line each (optional)
 
 Prints the results table and the ringgate/nginx ratios, and writes the same
@@ -122,19 +123,34 @@ def load_idle(run_dir, params):
         env_path = run_dir / f"{target}.idle.env"
         if not summary_path.exists() or not env_path.exists():
             continue
-        summary = json.loads(summary_path.read_text())
+        first = json.loads(summary_path.read_text())
+        second_path = run_dir / f"{target}.idle2.json"
+        second = json.loads(second_path.read_text()) if second_path.exists() else None
+        parts = [first] + ([second] if second else [])
         env = read_env(env_path)
+        opened = sum(p["open"] for p in parts)
         delta = (env["rss_after_kib"] - env["rss_before_kib"]) * 1024
+        errors = {}
+        for p in parts:
+            for k, v in p["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        still = [p.get("still_open") for p in parts]
+        # The second half, opened after the first settled: the cost of one more connection,
+        # without the memory the burst of opening the first half touched.
+        marginal = None
+        if second and second["open"] and "rss_mid_kib" in env:
+            marginal = (env["rss_after_kib"] - env["rss_mid_kib"]) * 1024 / second["open"]
         idle.append({
             "target": target,
-            "requested": summary["requested"],
-            "open": summary["open"],
-            "failed": summary["failed"],
-            "errors": summary["errors"],
-            "still_open": summary.get("still_open"),
+            "requested": sum(p["requested"] for p in parts),
+            "open": opened,
+            "failed": sum(p["failed"] for p in parts),
+            "errors": errors,
+            "still_open": None if None in still else sum(still),
             "rss_before_mib": env["rss_before_kib"] / 1024,
             "rss_after_mib": env["rss_after_kib"] / 1024,
-            "bytes_per_conn": delta / summary["open"] if summary["open"] else None,
+            "bytes_per_conn": delta / opened if opened else None,
+            "second_half_bytes_per_conn": marginal,
         })
     return idle
 
@@ -164,6 +180,8 @@ def compute_ratios(params, runs, idle):
     if idle:
         per_conn = {row["target"]: row["bytes_per_conn"] for row in idle}
         ratios["idle bytes/conn"] = ratio(per_conn.get("ringgate"), per_conn.get("nginx"))
+        marginal = {row["target"]: row["second_half_bytes_per_conn"] for row in idle}
+        ratios["idle bytes/conn, 2nd half"] = ratio(marginal.get("ringgate"), marginal.get("nginx"))
     # The L4 floor (--l4): CPU per request against a relay that parses nothing.
     if "haproxy-l4" in params["targets"].split():
         for label, mode in (("cpu/req vs L4 (wrk)", "wrk"), ("cpu/req vs L4 (oha)", "oha")):
@@ -213,8 +231,8 @@ def print_report(params, runs, idle, ratios):
         print()
         print(f"idle keep-alive connections ({params['idle_conns']} requested)")
         header = ("target", "open", "failed", "RSS before MiB", "RSS after MiB",
-                  "bytes/conn", "still open")
-        widths = (9, 7, 7, 15, 14, 11, 11)
+                  "bytes/conn", "2nd half", "still open")
+        widths = (9, 7, 7, 15, 14, 11, 9, 11)
         line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
                          for i, (h, w) in enumerate(zip(header, widths)))
         print(line)
@@ -222,7 +240,8 @@ def print_report(params, runs, idle, ratios):
         for row in idle:
             cells = (row["target"], str(row["open"]), str(row["failed"]),
                      fmt(row["rss_before_mib"], ".1f"), fmt(row["rss_after_mib"], ".1f"),
-                     fmt(row["bytes_per_conn"], ".0f"), fmt(row["still_open"], "d"))
+                     fmt(row["bytes_per_conn"], ".0f"), fmt(row["second_half_bytes_per_conn"], ".0f"),
+                     fmt(row["still_open"], "d"))
             print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                             for i, (c, w) in enumerate(zip(cells, widths))))
             if row["errors"]:

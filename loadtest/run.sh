@@ -523,29 +523,38 @@ for target in "${TARGETS[@]}"; do
         --no-tui "${OHA_JSON[@]}" "${HEADER_ARGS[@]}" "$(url_of "$target")"
 done
 
-# Idle keep-alive connections: RSS before, with N idle connections open, per connection.
+# Idle keep-alive connections: RSS before, with N/2 and then N idle connections open. Opening
+# connections is a burst of requests (up to 256 at a time), and the memory that burst touched
+# stays with the process: (after - before) / N includes it, while the second half, opened once the
+# first has settled, shows what each further connection costs.
+open_idle() {  # target part count -> waits until the connections are open; sets STARTED_PID
+    local target=$1 part=$2 count=$3 ready="$RUNS/$1.idle$2.json" i
+    start_bg "idle$part-$target" "${LOADGEN_PIN[@]}" python3 "$HERE/idle_conns.py" \
+        --port "${PORT_OF[$target]}" --count "$count" --path "$SCENARIO_PATH" \
+        "${header_flags[@]}" --ready-file "$ready" --timeout 60 --hold 120
+    for ((i = 0; i < 700; i++)); do  # idle_conns.py gives up after 60 s
+        [[ -f $ready ]] && break
+        kill -0 "$STARTED_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -f $ready ]] || { cat "$WORK/idle$part-$target.log" >&2; die "idle_conns.py failed against $target"; }
+    sleep 1  # let the server settle
+}
 if ((IDLE_CONNS)); then
     header_flags=()
     for h in "${SCENARIO_HEADERS[@]}"; do header_flags+=(--header "$h"); done
     for target in "${TARGETS[@]}"; do
-        log "$target: $IDLE_CONNS idle keep-alive connections"
+        log "$target: $IDLE_CONNS idle keep-alive connections, in two halves"
         read -ra pids <<<"$(pids_of "$target")"
         before=$(rss_kib "${pids[@]}")
-        ready="$RUNS/$target.idle.json"
-        start_bg "idle-$target" "${LOADGEN_PIN[@]}" python3 "$HERE/idle_conns.py" \
-            --port "${PORT_OF[$target]}" --count "$IDLE_CONNS" --path "$SCENARIO_PATH" \
-            "${header_flags[@]}" --ready-file "$ready" --timeout 60 --hold 120
-        idle_pid=$STARTED_PID
-        for ((i = 0; i < 700; i++)); do  # idle_conns.py gives up after 60 s
-            [[ -f $ready ]] && break
-            kill -0 "$idle_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        [[ -f $ready ]] || { cat "$WORK/idle-$target.log" >&2; die "idle_conns.py failed against $target"; }
-        sleep 1  # let the server settle
+        open_idle "$target" "" $((IDLE_CONNS / 2))
+        first_pid=$STARTED_PID
+        mid=$(rss_kib "${pids[@]}")
+        open_idle "$target" 2 $((IDLE_CONNS - IDLE_CONNS / 2))
         after=$(rss_kib "${pids[@]}")
-        stop_bg "$idle_pid"
-        printf 'rss_before_kib=%s\nrss_after_kib=%s\n' "$before" "$after" >"$RUNS/$target.idle.env"
+        stop_bg "$STARTED_PID"
+        stop_bg "$first_pid"
+        printf 'rss_before_kib=%s\nrss_mid_kib=%s\nrss_after_kib=%s\n' "$before" "$mid" "$after" >"$RUNS/$target.idle.env"
     done
 fi
 

@@ -132,7 +132,13 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: IpAddr, s
             // Idle: hold no buffer while waiting (an io_uring read would pin one).
             shard.bufs.put(std::mem::take(&mut client.rbuf.data));
             client.rbuf.start = 0;
-            if !std::mem::take(&mut woken) {
+            if std::mem::take(&mut woken) {
+                // Woken by a close as often as by a request (a client going away, many at once
+                // when a client host ends): close those without taking a buffer.
+                if peek(client.stream.socket()) == Peek::Closed {
+                    break;
+                }
+            } else {
                 let timeouts = &shard.generation().cfg.timeouts;
                 let deadline = Instant::now() + if first { timeouts.header } else { timeouts.idle };
                 // Quiet for LINGER: leave the task for the shard's parking lot (plain TCP only;
