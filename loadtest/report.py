@@ -7,7 +7,7 @@ RUN_DIR holds
   params.env               run parameters (key=value)
   TARGET.wrk.out           wrk stdout, with the WRK_JSON line from wrk_report.lua
   TARGET.oha.out           oha JSON output
-  TARGET.{wrk,oha}.env     cpu_ticks (used by the target during the run), rss_kib
+  TARGET.{wrk,oha}.env     cpu_ticks (used by the target during the run), rss_kib, stub_cpu_ticks, tcp_out_segs
   TARGET.idle.json         idle_conns.py summary of the first half (only with --idle-conns)
   TARGET.idle2.json        idle_conns.py summary of the second half
   TARGET.idle.env          rss_before_kib, rss_mid_kib, rss_after_kib (only with --idle-conns)
@@ -112,6 +112,10 @@ def load_runs(run_dir, params):
             cpu_us = env["cpu_ticks"] / params["clk_tck"] * 1e6
             row["cpu_us_per_req"] = cpu_us / result["requests"] if result["requests"] else None
             row["rss_mib"] = env["rss_kib"] / 1024
+            n = result["requests"]
+            if "stub_cpu_ticks" in env and n:
+                row["stub_cpu_us_per_req"] = env["stub_cpu_ticks"] / params["clk_tck"] * 1e6 / n
+                row["tcp_segs_per_req"] = env["tcp_out_segs"] / n
             runs.append(row)
     return runs
 
@@ -204,8 +208,8 @@ def print_report(params, runs, idle, ratios):
     for note in params.get("notes", []):
         print(f"  {note}")
     header = ("target", "mode", "rps", "p50 ms", "p99 ms", "p99.9 ms",
-              "errors", "cpu µs/req", "RSS MiB")
-    widths = (9, 4, 10, 8, 8, 9, 7, 11, 8)
+              "errors", "cpu µs/req", "RSS MiB", "stub µs/req", "segs/req")
+    widths = (9, 4, 10, 8, 8, 9, 7, 11, 8, 12, 9)
     line = "  ".join(h.ljust(w) if i < 2 else h.rjust(w)
                      for i, (h, w) in enumerate(zip(header, widths)))
     print(line)
@@ -217,7 +221,8 @@ def print_report(params, runs, idle, ratios):
             continue
         cells = (row["target"], row["mode"], fmt(row["rps"], ".0f"),
                  fmt(row["p50_ms"], ".3f"), fmt(row["p99_ms"], ".3f"), fmt(row["p99_9_ms"], ".3f"),
-                 str(row["errors"]), fmt(row["cpu_us_per_req"], ".2f"), fmt(row["rss_mib"], ".1f"))
+                 str(row["errors"]), fmt(row["cpu_us_per_req"], ".2f"), fmt(row["rss_mib"], ".1f"),
+                 fmt(row.get("stub_cpu_us_per_req"), ".2f"), fmt(row.get("tcp_segs_per_req"), ".2f"))
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                         for i, (c, w) in enumerate(zip(cells, widths))))
     for row in runs:
@@ -229,7 +234,8 @@ def print_report(params, runs, idle, ratios):
 
     if idle:
         print()
-        print(f"idle keep-alive connections ({params['idle_conns']} requested)")
+        window = params.get("idle_window", "256")
+        print(f"idle keep-alive connections ({params['idle_conns']} requested, opened {window} at a time, in two halves)")
         header = ("target", "open", "failed", "RSS before MiB", "RSS after MiB",
                   "bytes/conn", "2nd half", "still open")
         widths = (9, 7, 7, 15, 14, 11, 9, 11)

@@ -22,6 +22,7 @@ RATE=""          # open-loop req/s; empty = 70% of the closed-loop rps of nginx 
 BODY_SIZE=256    # stub response body size in bytes
 SCENARIO=plain   # loadtest/scenarios/$SCENARIO.sh
 IDLE_CONNS=0     # 0 = skip the idle-connection memory test
+IDLE_WINDOW=256  # idle connections being opened (connect, request, response) at once
 WITH_NGINX=1
 WITH_DIRECT=0
 WITH_L4=0        # 1 = also HAProxy in mode tcp (one thread): the byte-relay floor
@@ -49,6 +50,7 @@ Usage: loadtest/run.sh [options]
   --scenario NAME     one of: $(scenario_names)
   --idle-conns N      also measure memory per idle keep-alive connection with
                       N connections (e.g. 10000)
+  --idle-window W     open at most W of them at a time (default $IDLE_WINDOW)
   --direct            also load the stub upstream directly, as a baseline
   --workers N         N shards / nginx workers / HAProxy threads (default 1);
                       with N > 1 the servers may use every CPU (wrk and the
@@ -77,6 +79,7 @@ while [[ $# -gt 0 ]]; do
         --rate)        need_uint "$1" "${2-}"; RATE=$2; shift 2 ;;
         --body-size)   need_uint "$1" "${2-}"; BODY_SIZE=$2; shift 2 ;;
         --idle-conns)  need_uint "$1" "${2-}"; IDLE_CONNS=$2; shift 2 ;;
+        --idle-window) need_uint "$1" "${2-}"; IDLE_WINDOW=$2; shift 2 ;;
         --scenario)    SCENARIO=${2-}; shift 2 ;;
         --direct)      WITH_DIRECT=1; shift ;;
         --l4)          WITH_L4=1; shift ;;
@@ -473,13 +476,25 @@ measure() {
     local target=$1 mode=$2; shift 2
     local -a pids
     read -ra pids <<<"$(pids_of "$target")"
-    local before after
+    local before after stub_before stub_after segs_before segs_after
     before=$(cpu_ticks "${pids[@]}")
+    stub_before=$(cpu_ticks "${STUB_PIDS[@]}")
+    segs_before=$(tcp_out_segs)
     loadgen "$DURATION" "$RUNS/$target.$mode.out" "$RUNS/$target.$mode.err" "$@" ||
         log "warning: $mode against $target failed (exit $?), see $RUNS/$target.$mode.err"
     after=$(cpu_ticks "${pids[@]}")
-    printf 'cpu_ticks=%s\nrss_kib=%s\n' $((after - before)) "$(rss_kib "${pids[@]}")" \
+    stub_after=$(cpu_ticks "${STUB_PIDS[@]}")
+    segs_after=$(tcp_out_segs)
+    # Besides the target's own CPU: the stub's (on the load generator's core, so what it spends
+    # there delays the clients too) and the TCP segments sent on the machine, both per request.
+    printf 'cpu_ticks=%s\nrss_kib=%s\nstub_cpu_ticks=%s\ntcp_out_segs=%s\n' $((after - before)) \
+        "$(rss_kib "${pids[@]}")" $((stub_after - stub_before)) $((segs_after - segs_before)) \
         >"$RUNS/$target.$mode.env"
+}
+
+# TCP segments sent by this host so far (all sockets; the runs are the only traffic that matters).
+tcp_out_segs() {
+    awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
 }
 
 url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}$SCENARIO_PATH"; }
@@ -531,7 +546,7 @@ open_idle() {  # target part count -> waits until the connections are open; sets
     local target=$1 part=$2 count=$3 ready="$RUNS/$1.idle$2.json" i
     start_bg "idle$part-$target" "${LOADGEN_PIN[@]}" python3 "$HERE/idle_conns.py" \
         --port "${PORT_OF[$target]}" --count "$count" --path "$SCENARIO_PATH" \
-        "${header_flags[@]}" --ready-file "$ready" --timeout 60 --hold 120
+        "${header_flags[@]}" --ready-file "$ready" --timeout 60 --hold 120 --window "$IDLE_WINDOW"
     for ((i = 0; i < 700; i++)); do  # idle_conns.py gives up after 60 s
         [[ -f $ready ]] && break
         kill -0 "$STARTED_PID" 2>/dev/null || break
@@ -569,6 +584,7 @@ fi
     echo "body_size=$BODY_SIZE"
     echo "workers=$WORKERS"
     echo "idle_conns=$IDLE_CONNS"
+    echo "idle_window=$IDLE_WINDOW"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "cpus=$NCPU"
     echo "wrk_version=$( (wrk -v 2>&1 || true) | head -n 1)"

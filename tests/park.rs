@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn gateway(up: SocketAddr, timeouts: &str) -> Gw {
-    Gw::start(&config(&[up], "", &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{timeouts}")))
+    gateway_on(up, "", timeouts)
+}
+
+fn gateway_on(up: SocketAddr, server: &str, timeouts: &str) -> Gw {
+    Gw::start(&config(&[up], server, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{timeouts}")))
 }
 
 fn metric(gw: &Gw, series: &str) -> f64 {
@@ -167,4 +171,22 @@ fn draining_serves_a_parked_connection_that_speaks_and_closes_the_rest_after_the
     // Writing to it now fails or is never answered: it is closed, not parked forever.
     let _ = quiet.stream.write_all(GET);
     assert!(quiet.read_response().is_none());
+}
+
+#[test]
+fn the_epoll_driver_parks_and_wakes_connections_too() {
+    let up = Upstream::ok(b"ok");
+    let gw = gateway_on(up.addr, "driver = \"epoll\"", "");
+    let mut clients: Vec<Client> = (0..10).map(|_| Client::connect(gw.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.request(GET).status, 200);
+    }
+    wait_parked(&gw, 10.0);
+    for c in &mut clients {
+        assert_eq!(c.request(GET).status, 200);
+    }
+    wait_parked(&gw, 10.0);
+    drop(clients);
+    assert!(wait_until(Duration::from_secs(2), || gw.gateway().open_connections() == 0));
+    assert_eq!(up.requests().len(), 20);
 }
