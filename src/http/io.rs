@@ -182,11 +182,13 @@ pub struct BufPool {
     free: RefCell<Vec<Vec<u8>>>,
     size: usize,
     keep: usize,
+    /// Buffers freed because the pool was full: how a burst of requests shows.
+    released: std::cell::Cell<u64>,
 }
 
 impl BufPool {
     pub fn new(size: usize, keep: usize) -> Self {
-        BufPool { free: RefCell::new(Vec::with_capacity(keep)), size, keep }
+        BufPool { free: RefCell::new(Vec::with_capacity(keep)), size, keep, released: std::cell::Cell::new(0) }
     }
 
     pub fn get(&self) -> Vec<u8> {
@@ -201,6 +203,13 @@ impl BufPool {
         if free.len() < self.keep {
             buf.clear();
             free.push(buf);
+        } else {
+            self.released.set(self.released.get() + 1);
         }
+    }
+
+    /// Buffers freed so far because the pool already held `keep`.
+    pub fn released(&self) -> u64 {
+        self.released.get()
     }
 }

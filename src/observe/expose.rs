@@ -154,6 +154,7 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     let mut caches: BTreeMap<&str, crate::observe::metrics::CacheSnap> = BTreeMap::new();
     let (mut accepted, mut open, mut per_ip, mut fd, mut paused, mut dropped) = (0, 0, 0, 0, 0, 0);
     let (mut parked_now, mut parked) = (0, 0);
+    let (mut trims, mut released) = (0, 0);
     for s in shards {
         for r in &s.routes {
             for &(side, result, n) in &r.transforms {
@@ -246,6 +247,8 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
         fd += s.accept_errors_fd;
         paused += s.accept_paused;
         dropped += s.log_dropped;
+        trims += s.heap_trims;
+        released += s.buffers_released;
     }
 
     let mut o = Out { text: String::with_capacity(16 << 10), open: open_metrics };
@@ -474,6 +477,10 @@ pub fn render(shards: &[Snapshot], info: &Info, open_metrics: bool) -> String {
     o.sample("ringgate_accept_paused_total", "", paused);
     o.family("ringgate_access_log_dropped_total", "counter", "Access-log lines dropped because the writer fell behind.");
     o.sample("ringgate_access_log_dropped_total", "", dropped);
+    o.family("ringgate_buffers_released_total", "counter", "Buffers freed because a shard's pool already held server.pooled_buffers.");
+    o.sample("ringgate_buffers_released_total", "", released);
+    o.family("ringgate_heap_trims_total", "counter", "Times free heap pages were returned to the OS after a burst of requests.");
+    o.sample("ringgate_heap_trims_total", "", trims);
     if open_metrics {
         o.text.push_str("# EOF\n");
     }

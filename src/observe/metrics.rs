@@ -304,6 +304,8 @@ pub struct ShardMetrics {
     pub tls: TlsMetrics,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: Cell<u64>,
+    /// Times this shard returned free heap pages to the OS after a burst.
+    pub heap_trims: Cell<u64>,
 }
 
 fn series<T>(list: &RefCell<Vec<(String, Rc<T>)>>, name: &str, make: impl FnOnce() -> T) -> Rc<T> {
@@ -342,7 +344,7 @@ impl ShardMetrics {
     }
 
     /// A copy of everything, to hand to the admin thread.
-    pub fn snapshot(&self, open_connections: u64, parked_now: u64) -> Snapshot {
+    pub fn snapshot(&self, open_connections: u64, parked_now: u64, buffers_released: u64) -> Snapshot {
         Snapshot {
             routes: self
                 .routes
@@ -405,6 +407,8 @@ impl ShardMetrics {
             accept_errors_fd: self.conns.accept_errors_fd.get(),
             accept_paused: self.conns.accept_paused.get(),
             log_dropped: self.log_dropped.get(),
+            heap_trims: self.heap_trims.get(),
+            buffers_released,
         }
     }
 }
@@ -433,6 +437,9 @@ pub struct Snapshot {
     pub accept_errors_fd: u64,
     pub accept_paused: u64,
     pub log_dropped: u64,
+    pub heap_trims: u64,
+    /// Buffers freed because the shard's pool was full.
+    pub buffers_released: u64,
 }
 
 #[derive(Clone)]

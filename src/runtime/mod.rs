@@ -327,6 +327,7 @@ fn reconcile_listeners(shard: &Rc<Shard>, open: &Listeners) {
 /// sweeps idle upstream connections.
 async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
     let mut ticks = 0u32;
+    let mut burst = Burst::default();
     loop {
         monoio::time::sleep(Duration::from_millis(50)).await;
         let gen = shard.generation();
@@ -344,7 +345,57 @@ async fn housekeeping(shard: Rc<Shard>, open: Listeners) {
         if ticks.is_multiple_of(20) {
             shard.generation().upstreams.sweep();
         }
+        if ticks.is_multiple_of(5) {
+            burst.watch(&shard);
+        }
     }
+}
+
+/// Gives the memory of a burst back to the OS once the burst is over. A burst of requests (many
+/// connections opened at once, say) leaves what its requests used (pool buffers beyond
+/// `server.pooled_buffers`, request futures) in the allocator's free lists, and glibc keeps such
+/// pages for the process. When the shard's pool had to free buffers and then, for a quarter
+/// second, did not, free pages are returned with `malloc_trim`. It walks every arena, so the
+/// process trims at most once a second, whichever shard asks.
+#[derive(Default)]
+struct Burst {
+    released: u64,
+    pending: bool,
+}
+
+impl Burst {
+    fn watch(&mut self, shard: &Shard) {
+        let released = shard.bufs.released();
+        if released != self.released {
+            self.released = released;
+            self.pending = true;
+            return;
+        }
+        if self.pending && trim_heap() {
+            self.pending = false;
+            let m = &shard.metrics.heap_trims;
+            m.set(m.get() + 1);
+        }
+    }
+}
+
+/// Returns free heap pages to the OS, unless another shard did within the last second.
+fn trim_heap() -> bool {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::OnceLock;
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1_000;
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now < last + 1_000 || LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: takes no pointers; glibc returns whole free pages and keeps everything in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    true
 }
 
 /// Counts a connection on its shard, globally and per client address for as long as it lives.

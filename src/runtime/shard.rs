@@ -138,7 +138,7 @@ impl Global {
             return;
         }
         shard.answered.set(want);
-        let snap = shard.metrics.snapshot(shard.conns.get() as u64, shard.lot.len() as u64);
+        let snap = shard.metrics.snapshot(shard.conns.get() as u64, shard.lot.len() as u64, shard.bufs.released());
         let mut answers = self.snapshots.answers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = answers.get_mut(shard.id) {
             *slot = (want, snap);
