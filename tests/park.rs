@@ -40,15 +40,21 @@ fn silent_for(c: &mut Client, dur: Duration) -> bool {
 
 const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
 
+/// `n` connections that each made one request and have been parked since.
+fn parked_clients(gw: &Gw, n: usize) -> Vec<Client> {
+    let mut clients: Vec<Client> = (0..n).map(|_| Client::connect(gw.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.request(GET).status, 200);
+    }
+    wait_parked(gw, n as f64);
+    clients
+}
+
 #[test]
 fn quiet_connections_are_parked_and_every_request_after_is_answered_once_in_order() {
     let up = Upstream::ok(b"ok");
     let gw = gateway(up.addr, "");
-    let mut clients: Vec<Client> = (0..20).map(|_| Client::connect(gw.addr)).collect();
-    for c in &mut clients {
-        assert_eq!(c.request(GET).status, 200);
-    }
-    wait_parked(&gw, 20.0);
+    let mut clients = parked_clients(&gw, 20);
     assert_eq!(metric(&gw, "ringgate_connections_open"), 20.0);
     // Each wakes with one request, then three pipelined in one write, on the same connection.
     for (i, c) in clients.iter_mut().enumerate() {
@@ -79,11 +85,7 @@ fn quiet_connections_are_parked_and_every_request_after_is_answered_once_in_orde
 fn a_parked_connection_its_client_closes_is_let_go() {
     let up = Upstream::ok(b"ok");
     let gw = gateway(up.addr, "");
-    let mut clients: Vec<Client> = (0..10).map(|_| Client::connect(gw.addr)).collect();
-    for c in &mut clients {
-        assert_eq!(c.request(GET).status, 200);
-    }
-    wait_parked(&gw, 10.0);
+    let mut clients = parked_clients(&gw, 10);
     // Half close politely, half reset.
     for (i, c) in clients.drain(..).enumerate() {
         if i % 2 == 1 {
@@ -134,11 +136,7 @@ fn a_slow_head_on_a_parked_connection_is_read_to_its_end() {
 fn parked_connections_count_towards_the_connection_limit() {
     let up = Upstream::ok(b"ok");
     let gw = Gw::start(&config(&[up.addr], "", "[admin]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_connections = 3\n"));
-    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(gw.addr)).collect();
-    for c in &mut clients {
-        assert_eq!(c.request(GET).status, 200);
-    }
-    wait_parked(&gw, 3.0);
+    let mut clients = parked_clients(&gw, 3);
     // A fourth waits in the backlog, unanswered, until one of the three goes.
     let mut fourth = Client::connect(gw.addr);
     fourth.send(GET);
@@ -177,11 +175,7 @@ fn draining_serves_a_parked_connection_that_speaks_and_closes_the_rest_after_the
 fn the_epoll_driver_parks_and_wakes_connections_too() {
     let up = Upstream::ok(b"ok");
     let gw = gateway_on(up.addr, "driver = \"epoll\"", "");
-    let mut clients: Vec<Client> = (0..10).map(|_| Client::connect(gw.addr)).collect();
-    for c in &mut clients {
-        assert_eq!(c.request(GET).status, 200);
-    }
-    wait_parked(&gw, 10.0);
+    let mut clients = parked_clients(&gw, 10);
     for c in &mut clients {
         assert_eq!(c.request(GET).status, 200);
     }
