@@ -9,11 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn metric(gw: &Gw, series: &str) -> f64 {
-    let (_, _, text) = admin(gw.gateway().admin_addr.expect("admin listener"), "GET", "/metrics", "");
-    sample(&text, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
-}
-
 #[test]
 fn a_burst_past_the_buffer_pool_is_followed_by_one_heap_trim_and_steady_load_by_none() {
     let up = Upstream::start(|c| {
@@ -31,8 +26,8 @@ fn a_burst_past_the_buffer_pool_is_followed_by_one_heap_trim_and_steady_load_by_
         assert_eq!(c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
     }
     thread::sleep(Duration::from_millis(600));
-    assert_eq!(metric(&gw, "ringgate_buffers_released_total"), 0.0);
-    assert_eq!(metric(&gw, "ringgate_heap_trims_total"), 0.0);
+    assert_eq!(gw.metric("ringgate_buffers_released_total"), 0.0);
+    assert_eq!(gw.metric("ringgate_heap_trims_total"), 0.0);
     // A burst: twelve at once need 36 buffers.
     let clients: Vec<_> = (0..12)
         .map(|_| {
@@ -43,9 +38,9 @@ fn a_burst_past_the_buffer_pool_is_followed_by_one_heap_trim_and_steady_load_by_
     for t in clients {
         assert_eq!(t.join().unwrap(), 200);
     }
-    assert!(metric(&gw, "ringgate_buffers_released_total") > 0.0);
-    assert!(wait_until(Duration::from_secs(3), || metric(&gw, "ringgate_heap_trims_total") == 1.0), "no trim after the burst");
+    assert!(gw.metric("ringgate_buffers_released_total") > 0.0);
+    assert!(wait_until(Duration::from_secs(3), || gw.metric("ringgate_heap_trims_total") == 1.0), "no trim after the burst");
     // Once: nothing more is released, so nothing more is trimmed.
     thread::sleep(Duration::from_millis(1500));
-    assert_eq!(metric(&gw, "ringgate_heap_trims_total"), 1.0);
+    assert_eq!(gw.metric("ringgate_heap_trims_total"), 1.0);
 }

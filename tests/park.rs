@@ -20,14 +20,9 @@ fn gateway_on(up: SocketAddr, server: &str, timeouts: &str) -> Gw {
     Gw::start(&config(&[up], server, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{timeouts}")))
 }
 
-fn metric(gw: &Gw, series: &str) -> f64 {
-    let (_, _, text) = admin(gw.gateway().admin_addr.expect("admin listener"), "GET", "/metrics", "");
-    sample(&text, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
-}
-
 fn wait_parked(gw: &Gw, n: f64) {
-    let ok = wait_until(Duration::from_secs(3), || metric(gw, "ringgate_connections_parked") == n);
-    assert!(ok, "parked: {} (wanted {n})", metric(gw, "ringgate_connections_parked"));
+    let ok = wait_until(Duration::from_secs(3), || gw.metric("ringgate_connections_parked") == n);
+    assert!(ok, "parked: {} (wanted {n})", gw.metric("ringgate_connections_parked"));
 }
 
 /// Nothing arrives on `c` within `dur`.
@@ -55,7 +50,7 @@ fn quiet_connections_are_parked_and_every_request_after_is_answered_once_in_orde
     let up = Upstream::ok(b"ok");
     let gw = gateway(up.addr, "");
     let mut clients = parked_clients(&gw, 20);
-    assert_eq!(metric(&gw, "ringgate_connections_open"), 20.0);
+    assert_eq!(gw.metric("ringgate_connections_open"), 20.0);
     // Each wakes with one request, then three pipelined in one write, on the same connection.
     for (i, c) in clients.iter_mut().enumerate() {
         let r = c.request(format!("GET /one/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
@@ -78,7 +73,7 @@ fn quiet_connections_are_parked_and_every_request_after_is_answered_once_in_orde
         let mine: Vec<&String> = paths.iter().filter(|p| p.starts_with(&format!("/p/{i}/"))).collect();
         assert_eq!(mine, [&format!("/p/{i}/a"), &format!("/p/{i}/b"), &format!("/p/{i}/c")], "in order");
     }
-    assert!(metric(&gw, "ringgate_connections_parked_total") >= 40.0);
+    assert!(gw.metric("ringgate_connections_parked_total") >= 40.0);
 }
 
 #[test]
@@ -94,7 +89,7 @@ fn a_parked_connection_its_client_closes_is_let_go() {
         drop(c);
     }
     assert!(wait_until(Duration::from_secs(2), || gw.gateway().open_connections() == 0), "open: {}", gw.gateway().open_connections());
-    assert_eq!(metric(&gw, "ringgate_connections_parked"), 0.0);
+    assert_eq!(gw.metric("ringgate_connections_parked"), 0.0);
 }
 
 #[test]

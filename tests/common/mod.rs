@@ -37,6 +37,12 @@ impl Gw {
         self.gateway.as_ref().expect("running")
     }
 
+    /// One sample from the admin listener's `/metrics` (the config must set `[admin] listen`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, _, text) = admin(self.gateway().admin_addr.expect("admin listener"), "GET", "/metrics", "");
+        sample(&text, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
+
     /// Starts draining and waits for the shards to stop.
     pub fn shutdown_and_join(mut self) {
         if let Some(g) = self.gateway.take() {
