@@ -113,6 +113,24 @@ fn parked_connections_close_at_their_idle_timeout_and_a_new_connection_at_its_he
 }
 
 #[test]
+fn a_bad_head_on_a_woken_connection_gets_one_400_and_the_close() {
+    let up = Upstream::ok(b"ok");
+    let gw = gateway(up.addr, "");
+    let mut clients = parked_clients(&gw, 2);
+    // A malformed header line, with a good request pipelined behind it: one answer, the 400,
+    // and the connection closes (its framing is in doubt); nothing reaches the upstream.
+    clients[0].send(b"GET /bad HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = clients[0].read_response().expect("an answer to the bad head");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "bad_request", "{}", r.body_str());
+    assert!(clients[0].is_closed());
+    assert_eq!(up.requests().len(), 2, "only the two requests that parked the connections");
+    // The other parked connection is untouched and serves on.
+    assert_eq!(clients[1].request(GET).status, 200);
+    assert_eq!(up.requests().len(), 3);
+}
+
+#[test]
 fn a_slow_head_on_a_parked_connection_is_read_to_its_end() {
     let up = Upstream::ok(b"ok");
     let gw = gateway(up.addr, "");

@@ -140,7 +140,7 @@ pub enum Peek {
     Closed,
 }
 
-pub fn peek(stream: &TcpStream) -> Peek {
+pub fn peek(stream: &impl std::os::fd::AsRawFd) -> Peek {
     match peek_byte(stream) {
         Ok(_) => Peek::Bytes,
         Err(Some(libc::EAGAIN)) => Peek::Quiet,
@@ -150,8 +150,7 @@ pub fn peek(stream: &TcpStream) -> Peek {
 
 /// The first byte waiting on the socket, left in place; else the OS error (`None`: the peer
 /// closed).
-pub fn peek_byte(stream: &TcpStream) -> Result<u8, Option<i32>> {
-    use std::os::fd::AsRawFd;
+pub fn peek_byte(stream: &impl std::os::fd::AsRawFd) -> Result<u8, Option<i32>> {
     let mut b = [0u8; 1];
     // SAFETY: `b` is a valid writable buffer of length 1 for the duration of the call, and the
     // fd is owned by `stream`, which outlives the call. MSG_PEEK leaves the socket unchanged.

@@ -140,10 +140,11 @@ pub async fn serve<S: ClientStream>(shard: Rc<Shard>, stream: S, peer: IpAddr, s
                 }
             } else {
                 let timeouts = &shard.generation().cfg.timeouts;
-                let deadline = Instant::now() + if first { timeouts.header } else { timeouts.idle };
+                let now = Instant::now();
+                let deadline = now + if first { timeouts.header } else { timeouts.idle };
                 // Quiet for LINGER: leave the task for the shard's parking lot (plain TCP only;
                 // a TLS connection's state lives in its task).
-                let park_at = Instant::now() + park::LINGER;
+                let park_at = now + park::LINGER;
                 let parks = S::PARKS && park_at < deadline && shard.lot.enabled() && !shard.drain.is_draining();
                 let ready = client.stream.has_buffered()
                     || monoio::select! {

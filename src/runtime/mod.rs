@@ -512,11 +512,18 @@ fn guarded(guard: ConnGuard, serve: impl std::future::Future<Output = conn::Park
 fn park(stream: monoio::net::TcpStream, guard: ConnGuard, deadline: Instant) {
     // SAFETY: the descriptor belongs to `stream`, open for this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
-    let Ok(fd) = fd.try_clone_to_owned() else { return };
+    let fd = match fd.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Closed, as an idle connection past its wait would be (nothing was waiting on it).
+            tracing::debug!(error = %e, "could not park a quiet connection; closed");
+            return;
+        }
+    };
     drop(stream);
     let shard = guard.0.clone();
     if let Err(back) = shard.lot.park(fd, guard, deadline) {
-        // Closed, as an idle connection past its wait would be.
+        tracing::debug!("could not register a quiet connection with the parking lot; closed");
         drop(back);
         return;
     }
@@ -563,10 +570,7 @@ fn expire_parked(shard: &Rc<Shard>, now: Instant) {
     let mut expired = Vec::new();
     shard.lot.take_expired(now, shard.drain.grace_end(), &mut expired);
     for p in expired {
-        // SAFETY: a one-byte peek into a local, on a descriptor `p` owns.
-        let mut b = 0u8;
-        let n = unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(&p.fd), (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if n > 0 {
+        if crate::http::io::peek(&p.fd) == crate::http::io::Peek::Bytes {
             resume(shard, p);
         }
     }

@@ -166,6 +166,23 @@ impl<'a> Editor<'a> {
         }
     }
 
+    /// After a member or element: a comma (more follow, `false`) or `close` (the container
+    /// ends, `true`); anything else is not JSON.
+    fn member_end(&mut self, close: u8) -> R<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                Ok(false)
+            }
+            c if c == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            _ => Err(JsonFail::NotJson),
+        }
+    }
+
     fn peek(&self) -> R<u8> {
         self.b.get(self.i).copied().ok_or(JsonFail::NotJson)
     }
@@ -352,14 +369,8 @@ impl<'a> Editor<'a> {
                     }
                     _ => self.value(child.map(|(_, c)| c), None, depth + 1, false)?,
                 }
-                self.ws();
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(JsonFail::NotJson),
+                if self.member_end(b'}')? {
+                    break;
                 }
             }
         }
@@ -425,14 +436,8 @@ impl<'a> Editor<'a> {
                     }
                     _ => self.value(each, None, depth + 1, false)?,
                 }
-                self.ws();
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(JsonFail::NotJson),
+                if self.member_end(b']')? {
+                    break;
                 }
             }
         }
