@@ -188,3 +188,31 @@ fn non_idempotent_request_is_not_repeated_after_it_was_sent() {
     assert_eq!(r.status, 502);
     assert_eq!(up.requests().iter().filter(|r| r.request_line().starts_with("POST")).count(), 1);
 }
+
+/// An upstream that answers each connection's first request and closes it at once, without
+/// `Connection: close`. A recently used pooled connection is reused unchecked by a request that
+/// can be sent again (a GET), so the close is found by sending on it and the GET is resent on a
+/// new connection; a POST is never sent on it: its connection is checked first.
+#[test]
+fn connection_closed_right_after_its_response_costs_no_error() {
+    let up = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            c.respond(b"once");
+        }
+    });
+    let gw = Gw::start(&config(&[up.addr], "", "[admin]\nlisten = \"127.0.0.1:0\"\n"));
+    let mut c = Client::connect(gw.addr);
+    for i in 0..3 {
+        let r = c.request(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"once"[..]), "GET {i}");
+        // Give the close time to arrive, so the POST's check sees it.
+        std::thread::sleep(Duration::from_millis(50));
+        let r = c.request(b"POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"once"[..]), "POST {i}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let posts = up.requests().iter().filter(|r| r.request_line().starts_with("POST")).count();
+    assert_eq!(posts, 3, "each POST reached the upstream exactly once");
+    // The GETs after a POST took its closed connection unchecked and were sent again.
+    assert!(gw.metric("ringgate_upstream_retries_total{service=\"svc\"}") >= 2.0, "the closed connections were checked, not reused");
+}

@@ -297,7 +297,7 @@ impl Pipeline {
         for stage in &self.stages {
             if let Stage::Json(_) = stage {
                 if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-                    return Flow::Respond(Local::Error(ProxyError::InvalidJson, admitted.response_headers));
+                    return Flow::Respond(Local::Error(ProxyError::InvalidJson, admitted.response_headers.clone()));
                 }
             }
         }
@@ -361,7 +361,7 @@ fn cors_stage(cors: &Cors, req: &RequestHead, admitted: &mut Admitted) -> Flow {
         &mut admitted.response_headers,
     );
     match outcome {
-        CorsOutcome::Preflight => Flow::Respond(Local::Reply(204, admitted.response_headers)),
+        CorsOutcome::Preflight => Flow::Respond(Local::Reply(204, std::mem::take(&mut admitted.response_headers))),
         CorsOutcome::PreflightDenied => Flow::Respond(Local::Error(ProxyError::CorsRejected, HeaderBuf::default())),
         CorsOutcome::Actual | CorsOutcome::None => Flow::Continue,
     }
@@ -548,10 +548,10 @@ fn finish_limits(rl: &RateLimits, slots: &[Slot; MAX_LIMITS_PER_ROUTE], store_de
         scratch.clear();
     }
     if rejected {
-        return Flow::Respond(Local::Error(ProxyError::RateLimited, admitted.response_headers));
+        return Flow::Respond(Local::Error(ProxyError::RateLimited, std::mem::take(&mut admitted.response_headers)));
     }
     if store_deny {
-        return Flow::Respond(Local::Error(ProxyError::LimitStoreUnavailable, admitted.response_headers));
+        return Flow::Respond(Local::Error(ProxyError::LimitStoreUnavailable, std::mem::take(&mut admitted.response_headers)));
     }
     Flow::Continue
 }
@@ -564,7 +564,7 @@ fn content_type(types: &[String], req: &RequestHead, admitted: &Admitted) -> Flo
     if types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(media)) {
         Flow::Continue
     } else {
-        Flow::Respond(Local::Error(ProxyError::UnsupportedMediaType, admitted.response_headers))
+        Flow::Respond(Local::Error(ProxyError::UnsupportedMediaType, admitted.response_headers.clone()))
     }
 }
 
@@ -573,10 +573,10 @@ fn content_type(types: &[String], req: &RequestHead, admitted: &Admitted) -> Flo
 fn json_head(max: u64, req: &RequestHead, admitted: &Admitted) -> Flow {
     match req.framing {
         Framing::None => Flow::Continue,
-        Framing::Length(n) if n > max => Flow::Respond(Local::Error(ProxyError::BodyTooLarge, admitted.response_headers)),
+        Framing::Length(n) if n > max => Flow::Respond(Local::Error(ProxyError::BodyTooLarge, admitted.response_headers.clone())),
         Framing::Length(_) => Flow::Continue,
         Framing::Chunked | Framing::UntilClose => {
-            Flow::Respond(Local::Error(ProxyError::LengthRequired, admitted.response_headers))
+            Flow::Respond(Local::Error(ProxyError::LengthRequired, admitted.response_headers.clone()))
         }
     }
 }

@@ -120,7 +120,7 @@ pub(super) fn lookup(
     head_bytes: &[u8],
     consumer: Option<&[u8]>,
     request_id: RequestId,
-    response_headers: HeaderBuf,
+    response_headers: &HeaderBuf,
 ) -> Looked {
     let store = &gen.caches[policy.cache];
     if shard.global.purges.seq() != store.borrow().purge_seen {
@@ -168,7 +168,7 @@ pub(super) fn lookup(
                 head_only: req.method == "HEAD",
                 version: req.version,
                 request_id,
-                response_headers,
+                response_headers: response_headers.clone(),
                 route,
                 refresh: None,
             }
@@ -246,7 +246,7 @@ impl Hit {
             head_only: plan.head_request,
             version: plan.version,
             request_id: plan.request_id,
-            response_headers: plan.response_headers,
+            response_headers: plan.response_headers.clone(),
             route: plan.route,
             refresh: None,
         }

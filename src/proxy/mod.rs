@@ -147,7 +147,7 @@ impl Failure {
             silent: false,
             // Policy headers (RateLimit, CORS) go on every response of the route, errors too.
             extra: plan.map_or_else(HeaderBuf::default, |p| {
-                let mut extra = p.response_headers;
+                let mut extra = p.response_headers.clone();
                 if p.cache.is_some() {
                     cached::error_status(&mut extra);
                 }
@@ -279,7 +279,7 @@ async fn request<S: ClientStream>(
     //    anything is forwarded.
     let mut buffered = None;
     if let (Some(_), Framing::Length(n)) = (plan.body_bound, plan.framing) {
-        let admitted = Admitted { response_headers: plan.response_headers, ..Admitted::default() };
+        let admitted = Admitted { response_headers: plan.response_headers.clone(), ..Admitted::default() };
         let in_out = buffer_body(gen, client, body, n, &plan, out).await?;
         buffered = Some(in_out);
         let n = n as usize;
@@ -731,7 +731,7 @@ fn plan_request<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut Ctx,
     let mut stale_hit = None;
     if let Some(policy) = gen.cfg.routes[route_idx].cache.as_ref() {
         let consumer = admitted.consumer.as_ref().map(|c| c.as_bytes());
-        match cached::lookup(shard, gen, policy, route_idx, &req, &buf[..req.head_len], consumer, request_id, admitted.response_headers) {
+        match cached::lookup(shard, gen, policy, route_idx, &req, &buf[..req.head_len], consumer, request_id, &admitted.response_headers) {
             cached::Looked::Hit(hit) => return Planned::Head(head, Outcome::Hit(hit)),
             cached::Looked::StaleHit(hit, fill, guard) => {
                 if let Some(e) = &fill.validating {
@@ -988,13 +988,21 @@ fn plan_response(
         && !shard.drain.is_draining();
     out.clear();
     let edits = gen.cfg.routes[plan.route].transform.response.as_ref().map(|t| &t.headers);
-    let mut lines = plan.response_headers;
-    lines.raw(cache_lines.as_bytes());
-    for (name, value) in edits.iter().flat_map(|e| &e.set) {
-        out.clear();
-        transform::render_response(out, value, plan.request_id.as_bytes());
-        lines.line(name.as_bytes(), out);
-    }
+    // The policies' lines, joined by the cache's and the transform's where there are any.
+    let joined;
+    let lines = if cache_lines.is_empty() && edits.is_none_or(|e| e.set.is_empty()) {
+        &plan.response_headers
+    } else {
+        let mut l = plan.response_headers.clone();
+        l.raw(cache_lines.as_bytes());
+        for (name, value) in edits.iter().flat_map(|e| &e.set) {
+            out.clear();
+            transform::render_response(out, value, plan.request_id.as_bytes());
+            l.line(name.as_bytes(), out);
+        }
+        joined = l;
+        &joined
+    };
     if lines.overflowed() {
         return Err(ProxyError::BadResponse("the route's response header lines exceed 1 KiB"));
     }
@@ -1251,7 +1259,7 @@ async fn aggregate<S: ClientStream>(shard: &Shard, gen: &Generation, ctx: &mut C
         }
         serde_json::to_vec(&body).unwrap_or_default()
     };
-    let mut extra = plan.response_headers;
+    let mut extra = plan.response_headers.clone();
     if !partial.is_empty() && !failed_required {
         extra.line(b"X-Ringgate-Partial", partial.join(", ").as_bytes());
     }

@@ -128,7 +128,10 @@ where
             let m = &ups.metrics(req.service).retries;
             m.set(m.get() + 1);
         }
-        let mut up = connect(ups, &mut attempts, give_up, new_only, &mut last)
+        // A stale pooled connection is found by sending on it when the request can then be
+        // sent again (`checkout` skips its check for a recently used one).
+        let resendable = resend && req.idempotent;
+        let mut up = connect(ups, &mut attempts, give_up, new_only, resendable, &mut last)
             .await
             .map_err(|err| CallError { err, addr: last.0, os_error: last.1, from_body: false })?;
         let addr = ups.addr(up.service, up.endpoint);
@@ -249,6 +252,7 @@ async fn connect(
     attempts: &mut Attempts,
     give_up: Instant,
     new_only: bool,
+    resendable: bool,
     last: &mut (Option<SocketAddr>, Option<i32>),
 ) -> Result<UpConn, ProxyError> {
     loop {
@@ -262,11 +266,13 @@ async fn connect(
             return Err(ProxyError::ConnectFailed);
         };
         if !new_only {
-            if let Some(c) = ups.checkout(service, ep) {
+            if let Some(c) = ups.checkout(service, ep, resendable) {
                 return Ok(c);
             }
         }
-        let connected = match monoio::time::timeout_at(give_up.into(), ups.connect(service, ep)).await {
+        // Boxed: a new connection is the rare case (and allocates anyway), and its future (the
+        // connect and TLS handshake states, kilobytes) would otherwise sit in every call's.
+        let connected = match Box::pin(monoio::time::timeout_at(give_up.into(), ups.connect(service, ep))).await {
             Ok(r) => r,
             Err(_) => Err((ProxyError::ConnectTimeout, Some(libc::ETIMEDOUT))),
         };
