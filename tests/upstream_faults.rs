@@ -190,16 +190,21 @@ fn non_idempotent_request_is_not_repeated_after_it_was_sent() {
 }
 
 /// An upstream that answers each connection's first request and closes it at once, without
-/// `Connection: close`. A recently used pooled connection is reused unchecked by a request that
-/// can be sent again (a GET), so the close is found by sending on it and the GET is resent on a
-/// new connection; a POST is never sent on it: its connection is checked first.
-#[test]
-fn connection_closed_right_after_its_response_costs_no_error() {
-    let up = Upstream::start(|c| {
+/// `Connection: close`.
+fn one_request_per_connection_upstream() -> Upstream {
+    Upstream::start(|c| {
         if c.read_request().is_some() {
             c.respond(b"once");
         }
-    });
+    })
+}
+
+/// A recently used pooled connection is reused unchecked by a request that can be sent again (a
+/// GET), so the close is found by sending on it and the GET is resent on a new connection; a
+/// POST is never sent on it: its connection is checked first.
+#[test]
+fn connection_closed_right_after_its_response_costs_no_error() {
+    let up = one_request_per_connection_upstream();
     let gw = Gw::start(&config(&[up.addr], "", "[admin]\nlisten = \"127.0.0.1:0\"\n"));
     let mut c = Client::connect(gw.addr);
     for i in 0..3 {
@@ -215,4 +220,20 @@ fn connection_closed_right_after_its_response_costs_no_error() {
     assert_eq!(posts, 3, "each POST reached the upstream exactly once");
     // The GETs after a POST took its closed connection unchecked and were sent again.
     assert!(gw.metric("ringgate_upstream_retries_total{service=\"svc\"}") >= 2.0, "the closed connections were checked, not reused");
+}
+
+/// A stale connection taken unchecked costs what the skipped check would have: the resend is
+/// charged to no retry budget (here 3 per 10 s), so the fourth and later stale GETs still get
+/// their answer.
+#[test]
+fn unchecked_stale_connections_are_not_charged_to_the_retry_budget() {
+    let up = one_request_per_connection_upstream();
+    let gw = Gw::start(&config(&[up.addr], "", "[services.retry]\nbudget = 1\n"));
+    let mut c = Client::connect(gw.addr);
+    for i in 0..6 {
+        let r = c.request(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"once"[..]), "GET {i}");
+    }
+    let gets = up.requests().iter().filter(|r| r.request_line().starts_with("GET")).count();
+    assert_eq!(gets, 6, "each GET was answered by one upstream exchange");
 }

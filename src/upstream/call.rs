@@ -122,6 +122,10 @@ where
     let mut resend = req.replayable && resends > 0 && shared.retry.on_reset;
     let mut waited = 0u32;
     let mut new_only = false;
+    // Whether `checkout` may still skip its check (until an unchecked connection proves stale),
+    // and the endpoint of the one that did: the request goes on there, as after a failed check.
+    let mut trust = true;
+    let mut stay = None;
     let mut last: (Option<SocketAddr>, Option<i32>) = (None, None);
     loop {
         if attempts.made() > 0 {
@@ -130,8 +134,8 @@ where
         }
         // A stale pooled connection is found by sending on it when the request can then be
         // sent again (`checkout` skips its check for a recently used one).
-        let resendable = resend && req.idempotent;
-        let mut up = connect(ups, &mut attempts, give_up, new_only, resendable, &mut last)
+        let resendable = trust && resend && req.idempotent;
+        let mut up = connect(ups, &mut attempts, stay.take(), give_up, new_only, resendable, &mut last)
             .await
             .map_err(|err| CallError { err, addr: last.0, os_error: last.1, from_body: false })?;
         let addr = ups.addr(up.service, up.endpoint);
@@ -148,6 +152,11 @@ where
             Err(WriteFail::TimedOut) => return Err(fail(ProxyError::UpstreamTimeout)),
         };
         if let Err(os) = written {
+            if up.unchecked {
+                // Stale: what the skipped check would have found. Dropped, charged to nothing.
+                (trust, stay) = (false, Some(up.endpoint));
+                continue;
+            }
             // A connection the upstream had closed (a stale pooled one, or an endpoint that died).
             ups.report(req.service, up.endpoint, Outcome::Closed);
             if resend && (up.reused || req.idempotent) && may_resend(&up, &attempts) && ups.try_retry(req.service) {
@@ -168,6 +177,10 @@ where
             Ok(head) => return Ok((Exchange { conn: up, buf: ubuf, addr, sent_at, active, deadline }, head)),
             Err(e) => {
                 bufs.put(std::mem::take(&mut ubuf.data));
+                if up.unchecked && matches!(e, HeadError::NothingReceived) {
+                    (trust, stay) = (false, Some(up.endpoint));
+                    continue;
+                }
                 let (err, outcome) = match e {
                     HeadError::NothingReceived => (ProxyError::UpstreamClosed, Outcome::Closed),
                     HeadError::Failed(ProxyError::UpstreamTimeout) => (ProxyError::UpstreamTimeout, Outcome::ResponseTimeout),
@@ -246,10 +259,12 @@ where
 }
 
 /// A connection for the next attempt: pooled if the endpoint has one (unless `new_only`), else
-/// new. A failed connect moves on to the next endpoint while one is untried and time remains.
+/// new. The endpoint is `stay` if given, else the next the service picks. A failed connect moves
+/// on to the next endpoint while one is untried and time remains.
 async fn connect(
     ups: &Upstreams,
     attempts: &mut Attempts,
+    mut stay: Option<usize>,
     give_up: Instant,
     new_only: bool,
     resendable: bool,
@@ -257,7 +272,7 @@ async fn connect(
 ) -> Result<UpConn, ProxyError> {
     loop {
         let service = attempts.service();
-        let Some(ep) = ups.pick(attempts) else {
+        let Some(ep) = stay.take().or_else(|| ups.pick(attempts)) else {
             // Every endpoint is out (failing its checks or ejected): fail fast rather than hang.
             if attempts.made() <= attempts.count() && last.0.is_none() {
                 ups.shared(service).no_healthy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

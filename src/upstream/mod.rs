@@ -248,6 +248,9 @@ pub struct UpConn {
     pub endpoint: usize,
     /// Taken from the pool (it may have gone stale since).
     pub reused: bool,
+    /// Taken from the pool without the liveness check (`checkout` trusts a recently used one
+    /// for a request that can be sent again).
+    pub unchecked: bool,
 }
 
 impl Upstreams {
@@ -369,7 +372,7 @@ impl Upstreams {
             if idle_for < self.idle_timeout && (trusted || quiet(&c.stream)) {
                 let m = &self.services[service].metrics;
                 m.pool_reused.set(m.pool_reused.get() + 1);
-                return Some(UpConn { stream: c.stream, service, endpoint, reused: true });
+                return Some(UpConn { stream: c.stream, service, endpoint, reused: true, unchecked: trusted });
             }
         }
         None
@@ -409,7 +412,7 @@ impl Upstreams {
             }
         };
         m.pool_new.set(m.pool_new.get() + 1);
-        Ok(UpConn { stream, service, endpoint, reused: false })
+        Ok(UpConn { stream, service, endpoint, reused: false, unchecked: false })
     }
 
     /// Where the outcome of every attempt arrives (from `call`, and from the request path once a
@@ -457,11 +460,13 @@ impl Upstreams {
 /// can be sent again. Under load a connection goes back out microseconds after its response,
 /// and checking it was a `recv` syscall per request (3 % of a shard's CPU at 36k req/s);
 /// upstreams close idle connections after seconds (nginx 75 s, Node.js 5 s), so one closed
-/// within this window is rare (a crash or restart), and costs a resend on a new connection
-/// rather than an error. Stray bytes an upstream sends after a complete response and within
-/// the window are not seen before reuse; they are read as the start of the next response (a
-/// 502 unless they form a valid head), as they are with the check when they arrive just after
-/// it: no check before reuse rules them out.
+/// within this window is rare (a crash or restart). One found closed costs what the check
+/// would have: it is dropped and the request goes on to the same endpoint (`call`), charged to
+/// no `retry.attempts` or budget and reported to no health check, once per request. Stray
+/// bytes an upstream sends after a complete response and within the window are not seen before
+/// reuse; they are read as the start of the next response (a 502 unless they form a valid
+/// head), as they are with the check when they arrive just after it: no check before reuse
+/// rules them out.
 const TRUSTED_IDLE: Duration = Duration::from_millis(500);
 
 /// True when an idle connection has nothing to read and is not closed. Anything readable on an
